@@ -848,7 +848,9 @@ class _LogReader:
         """The incomplete last line, as text, and the offset of its end."""
         self.partial_checked = True
         end = self.offset + self._dropped + len(self._buf)
-        return self._buf.rstrip(b"\r").decode("utf-8", "replace"), end
+        if self._buf.endswith(b"\r"):  # no "\n" came to make it "\r\n": a whole line after all
+            return self._buf[:-1].decode("utf-8", "replace") + "\n", end
+        return self._buf.decode("utf-8", "replace"), end
 
     def close(self) -> None:
         self._file.close()

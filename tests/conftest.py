@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+import xprocess
+from xprocess import XProcess
+
+pytest_plugins = ["pytester"]
+
+
+def py(code: str) -> list[str]:
+    """The args of a tiny Python child running ``code``."""
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def starter(code: str, pattern: str | None = "ready", **attrs: object) -> type[xprocess.ProcessStarter]:
+    """A ProcessStarter running the Python ``code``."""
+    return type("Starter", (xprocess.ProcessStarter,), {"args": py(code), "pattern": pattern, **attrs})
+
+
+SLEEPER = "import time; print('ready', flush=True); time.sleep(600)"
+
+
+def terminate_all(statedir: Path) -> None:
+    """Terminate every process recorded under ``statedir`` (a test's finalizer)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some tests leave garbage state on purpose
+        xp = XProcess(None, statedir.parent)
+        xprocess._terminate({i.name: i._state() for i in xp._infos([])}, 2.0)
+
+
+@pytest.fixture
+def xp(tmp_path: Path) -> Iterator[XProcess]:
+    """An XProcess rooted in a fresh directory; what it started is terminated afterwards."""
+    with XProcess(None, tmp_path) as xp:
+        yield xp
+        terminate_all(xp.statedir)
+
+
+@pytest.fixture
+def pytester_xp(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    """A pytester project (with a pytest.ini, so it is the rootdir); its processes end afterwards."""
+    pytester.makeini("[pytest]\n")
+    yield pytester
+    terminate_all(pytester.path / ".xprocess")
+
+
+def ours_still_running(root: Path) -> list[psutil.Process]:
+    """Processes started by the plugin (marked in their environment) whose cwd is under ``root``."""
+    leaked = []
+    for proc in psutil.process_iter():
+        try:
+            if xprocess.MARKER_ENV in proc.environ() and Path(proc.cwd()).is_relative_to(root):
+                leaked.append(proc)
+        except (psutil.Error, OSError, AttributeError):
+            continue
+    return leaked
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite ends with no process of its own still running."""
+    yield
+    root = tmp_path_factory.getbasetemp()
+    leaked = ours_still_running(root)
+    for proc in leaked:
+        proc.kill()
+    assert not leaked, f"tests left these processes running: {leaked}"
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> bool:
+    """Poll ``predicate()`` until it is true (for conditions another process brings about)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

@@ -1,0 +1,450 @@
+"""XProcess.ensure and XProcessInfo, driven directly against a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from conftest import SLEEPER, alive, py, starter, wait_for
+
+import xprocess
+from xprocess import ProcessExitedError, ProcessStarter, StartupTimeoutError, XProcess, XProcessError
+
+
+# --- both APIs ---
+
+
+def test_preparefunc_two_tuple_starts_in_its_control_dir(xp):
+    seen = []
+
+    def prepare(cwd):
+        seen.append(cwd)
+        return "ready", py("import os, time; print('ready', os.getcwd(), flush=True); time.sleep(600)")
+
+    pid, logpath = xp.ensure("old", prepare)
+    assert seen == [xp.statedir / "old"]
+    assert logpath == xp.statedir / "old" / "xprocess.log"
+    assert xp.getinfo("old").isrunning()
+    assert psutil.Process(pid).cwd() == str(xp.statedir / "old")
+
+
+def test_preparefunc_three_tuple_env_is_the_whole_environment(xp):
+    code = "import os, time; print('ready', os.environ.get('ONLY'), 'PATH' in os.environ, flush=True); time.sleep(600)"
+    result = xp.ensure("envy", lambda cwd: ("ready", py(code), {"ONLY": "1"}))
+    assert result.match.string == "ready 1 False\n"
+
+
+def test_inherited_env_gets_pythonunbuffered(xp):
+    # print() without flush into a file is block-buffered, so this hangs unless the plugin
+    # sets PYTHONUNBUFFERED for an inherited environment.
+    code = "import time; print('ready'); time.sleep(600)"
+    assert xp.ensure("buffered", starter(code, timeout=10)).match
+
+
+def test_starter_reuse_returns_the_same_process(xp):
+    Starter = starter("import time; print('booting'); print('ready port=1234', flush=True); time.sleep(600)",
+                      pattern=r"port=(\d+)")
+    first = xp.ensure("srv", Starter)
+    assert first.match.group(1) == "1234"
+    assert first.logfile.read() == ""  # right after the matched line: nothing follows
+    second = xp.ensure("srv", Starter)
+    assert second == first
+    assert second.match.group(1) == "1234"  # from the run that started it
+    # a new session reuses it too: nothing spawned, the log not rotated
+    with XProcess(None, xp.rootdir) as later:
+        third = later.ensure("srv", Starter)
+        assert third == first
+        assert third.match.group(1) == "1234"
+        assert third.logfile.read() == ""  # at the end of the log
+    assert not (xp.statedir / "srv" / "xprocess.log.1").exists()
+
+
+def test_logfile_is_positioned_after_the_matched_line(xp):
+    Starter = starter("import time; print('a'); print('ready'); print('after'); time.sleep(600)")
+    result = xp.ensure("pos", Starter)
+    assert wait_for(lambda: "after" in result[1].read_text())
+    assert result.logfile.readline() == "after\n"
+
+
+def test_startup_check_only(xp, tmp_path):
+    flag = tmp_path / "flag"
+    code = f"import time, pathlib; time.sleep(0.3); pathlib.Path({str(flag)!r}).touch(); time.sleep(600)"
+
+    class Starter(ProcessStarter):
+        args = py(code)
+
+        def startup_check(self):
+            return flag.exists()
+
+    result = xp.ensure("check", Starter)
+    assert flag.exists() and result.match is None
+
+
+def test_startup_check_oserror_means_not_yet(xp):
+    calls = []
+
+    class Starter(ProcessStarter):
+        args = py(SLEEPER)
+        pattern = "ready"
+
+        def startup_check(self):
+            calls.append(1)
+            if len(calls) < 3:
+                raise ConnectionRefusedError
+            return True
+
+    xp.ensure("refused", Starter)
+    assert len(calls) == 3
+
+
+def test_startup_check_other_errors_propagate_and_terminate(xp):
+    class Starter(ProcessStarter):
+        args = py(SLEEPER)
+        pattern = "ready"
+
+        def startup_check(self):
+            raise KeyError("broken check")
+
+    with pytest.raises(KeyError, match="broken check"):
+        xp.ensure("broken", Starter)
+    info = xp.getinfo("broken")
+    assert not info.isrunning() and not alive(info.pid)
+
+
+def test_keyboard_interrupt_during_wait_terminates_the_half_started_tree(xp):
+    class Starter(ProcessStarter):
+        args = py("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+                  " print('ready', flush=True); time.sleep(600)")
+        pattern = "ready"
+
+        def startup_check(self):
+            self.tree = psutil.Process(self.process.getinfo("ctrlc").pid).children()
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        xp.ensure("ctrlc", Starter)
+    info = xp.getinfo("ctrlc")
+    assert not alive(info.pid)
+    assert not xprocess._find_ours({"ctrlc": info._state()}, tree=True)["ctrlc"]
+
+
+# --- readiness: whole lines ---
+
+
+def test_half_line_is_not_matched_while_more_may_come(xp):
+    code = """
+        import sys, time
+        sys.stdout.write('xx'); sys.stdout.flush(); time.sleep(0.02)
+        sys.stdout.write('yy\\n'); sys.stdout.write('xx\\n'); sys.stdout.flush(); time.sleep(600)
+    """
+    result = xp.ensure("half", starter(code, pattern=r"^xx\n$"))
+    assert result.match.string == "xx\n"
+
+
+def test_prompt_without_newline_matches_once_output_pauses(xp):
+    code = "import sys, time; sys.stdout.write('db ready> '); sys.stdout.flush(); time.sleep(600)"
+    result = xp.ensure("prompt", starter(code, pattern=r"ready> $"))
+    assert result.match.group() == "ready> "
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\r"])
+def test_crlf_and_cr_endings_count_as_newline(xp, ending):
+    code = f"import os, time; os.write(1, b'noise' + {ending!r} + b'ready' + {ending!r}); time.sleep(600)"
+    result = xp.ensure("crlf", starter(code, pattern=r"^ready\n$"))
+    assert result.match.string == "ready\n"
+
+
+def test_invalid_utf8_is_replaced_not_fatal(xp):
+    code = r"import os, time; os.write(1, b'\xff\xfe bad\nready \xc3\n'); time.sleep(600)"
+    result = xp.ensure("utf8", starter(code, pattern=r"ready (.)"))
+    assert result.match.group(1) == "\ufffd"
+
+
+def test_no_cap_on_lines_before_the_ready_line(xp):
+    code = "import sys, time; sys.stdout.write('chatter\\n' * 200000 + 'ready\\n'); sys.stdout.flush(); time.sleep(600)"
+    assert xp.ensure("deep", starter(code)).match
+
+
+def test_overlong_line_is_cut_and_the_next_line_still_matches(xp):
+    code = """
+        import os, time
+        for _ in range(100): os.write(1, b'x' * (1 << 20))
+        os.write(1, b'\\nready\\n'); time.sleep(600)
+    """
+    assert xp.ensure("long", starter(code, timeout=60)).match.string == "ready\n"
+
+
+def test_max_read_lines_fails_and_terminates(xp):
+    code = "import time; [print('line', i) for i in range(10)]; print('ready', flush=True); time.sleep(600)"
+    with pytest.raises(XProcessError, match="not in its first 5 lines") as excinfo:
+        xp.ensure("capped", starter(code, max_read_lines=5))
+    assert not alive(xp.getinfo("capped").pid)
+    assert "line 4" in str(excinfo.value)
+
+
+def test_a_line_from_an_earlier_start_never_counts(xp):
+    xp.ensure("again", starter(SLEEPER))
+    silent = starter("import time; time.sleep(600)", timeout=0.5)
+    with pytest.raises(StartupTimeoutError):
+        xp.ensure("again", silent, restart=True)
+
+
+# --- failures ---
+
+
+def test_early_exit_fails_at_once_with_everything_needed(xp):
+    code = "import sys; print('boom: cannot bind'); sys.exit(3)"
+    with pytest.raises(ProcessExitedError) as excinfo:
+        xp.ensure("crash", starter(code, timeout=60))
+    err = excinfo.value
+    message = str(err)
+    assert err.exitcode == 3 and err.name == "crash"
+    for part in ("'crash'", "exited with code 3", "'ready'", "waited:", str(err.logpath), "boom: cannot bind"):
+        assert part in message
+    assert isinstance(err, RuntimeError)
+    assert not xp.getinfo("crash").isrunning()
+
+
+def test_timeout_is_a_timeout_error_and_explains_an_empty_log(xp):
+    with pytest.raises(TimeoutError) as excinfo:
+        xp.ensure("silent", starter("import time; time.sleep(600)", timeout=0.3))
+    assert isinstance(excinfo.value, StartupTimeoutError)
+    assert "buffering" in str(excinfo.value) and "timeout of 0.3 s" in str(excinfo.value)
+    assert not alive(xp.getinfo("silent").pid)
+
+
+def test_exit_by_signal_is_reported(xp):
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    with pytest.raises(ProcessExitedError, match="exited with code -9"):
+        xp.ensure("killed", starter(code))
+
+
+# --- reuse and restarts ---
+
+
+def test_changed_configuration_restarts_and_keeps_the_old_log(xp):
+    first = xp.ensure("cfg", starter(SLEEPER))
+    second = xp.ensure("cfg", starter(SLEEPER + "  # changed"))
+    assert second[0] != first[0] and not alive(first[0])
+    assert (xp.statedir / "cfg" / "xprocess.log.1").read_text() == "ready\n"
+
+
+def test_restart_true_restarts(xp):
+    first = xp.ensure("rs", starter(SLEEPER))
+    assert xp.ensure("rs", starter(SLEEPER), restart=True)[0] != first[0]
+
+
+def test_earlier_logs_are_bounded_and_persist_logs_false_keeps_none(xp):
+    for _ in range(xprocess.KEPT_LOGS + 2):
+        xp.ensure("logs", starter(SLEEPER), restart=True)
+    control = xp.statedir / "logs"
+    kept = sorted(p.name for p in control.glob("xprocess.log*"))
+    assert kept == ["xprocess.log"] + [f"xprocess.log.{i}" for i in range(1, xprocess.KEPT_LOGS + 1)]
+    xp.ensure("logs", starter(SLEEPER), restart=True, persist_logs=False)
+    assert sorted(p.name for p in control.glob("xprocess.log*")) == ["xprocess.log"]
+
+
+def test_dead_process_is_restarted(xp):
+    pid = xp.ensure("dies", starter(SLEEPER))[0]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not alive(pid))
+    assert xp.ensure("dies", starter(SLEEPER))[0] != pid
+
+
+def test_recycled_pid_is_neither_reused_nor_signalled(xp, tmp_path):
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        Starter = starter(SLEEPER)
+        xp.ensure("rec", Starter)
+        state_path = xp.statedir / "rec" / "state.json"
+        state = json.loads(state_path.read_text())
+        xp.getinfo("rec").terminate()
+        # the record now points at an unrelated process with the same pid
+        state.update(pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time() - 100)
+        state_path.write_text(json.dumps(state))
+        info = xp.getinfo("rec")
+        assert not info.isrunning()
+        assert info.terminate() == 0
+        new_pid = xp.ensure("rec", Starter)[0]
+        assert new_pid != stranger.pid
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+@pytest.mark.parametrize("content", ["", '{"version": 1, "pid": 12', "garbage\x00", '{"version": 99}', "[]"])
+def test_unreadable_state_means_not_running_with_a_warning(xp, content):
+    control = xp.statedir / "bad"
+    control.mkdir(parents=True)
+    (control / "state.json").write_text(content)
+    with pytest.warns(xprocess.XProcessWarning, match="not running"):
+        assert not xp.getinfo("bad").isrunning()
+    with pytest.warns(xprocess.XProcessWarning):
+        assert xp.ensure("bad", starter(SLEEPER)).match
+    assert xp.getinfo("bad").isrunning()
+
+
+def test_state_is_replaced_atomically(xp):
+    xp.ensure("atomic", starter(SLEEPER))
+    control = xp.statedir / "atomic"
+    assert sorted(p.name for p in control.iterdir()) == ["lock", "state.json", "xprocess.log"]
+    assert json.loads((control / "state.json").read_text())["ready"] is True
+
+
+def test_getinfo_creates_nothing(xp):
+    info = xp.getinfo("nothing")
+    assert info.pid is None and not info.isrunning() and info.terminate() == 0
+    assert not xp.statedir.exists()
+
+
+def test_state_dir_has_a_gitignore(xp):
+    xp.ensure("gi", starter(SLEEPER))
+    assert (xp.statedir / ".gitignore").read_text() == "*\n"
+
+
+# --- stopping ---
+
+
+def test_terminate_ends_grandchildren_and_daemons(xp, tmp_path):
+    pids = tmp_path / "pids"
+    code = f"""
+        import os, sys, time
+        if os.fork() == 0:          # a daemon: double fork, new session, parent exits
+            os.setsid()
+            if os.fork() == 0:
+                open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)
+            os._exit(0)
+        if os.fork() == 0:          # a plain grandchild
+            open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)
+        while len(open({str(pids)!r}).read().split()) < 2 if os.path.exists({str(pids)!r}) else True:
+            time.sleep(0.01)
+        print('ready', flush=True); time.sleep(600)
+    """
+    pid = xp.ensure("tree", starter(code))[0]
+    others = [int(p) for p in pids.read_text().split()]
+    assert all(alive(p) for p in [pid, *others])
+    assert xp.getinfo("tree").terminate() == 1
+    assert not any(alive(p) for p in [pid, *others])
+    assert xp.getinfo("tree").terminate() == 0
+
+
+def test_sigterm_ignored_gets_sigkill_and_counts_as_terminated(xp):
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
+    pid = xp.ensure("stubborn", starter(code))[0]
+    assert xp.getinfo("stubborn").terminate(timeout=0.2) == 1
+    assert not alive(pid)
+
+
+def test_kill_is_terminate(xp):
+    pid = xp.ensure("k", starter(SLEEPER))[0]
+    assert xp.getinfo("k").kill() == 1 and not alive(pid)
+
+
+def test_terminate_reaps_its_own_children(xp, recwarn):
+    pid = xp.ensure("reap", starter(SLEEPER))[0]
+    xp.getinfo("reap").terminate()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+# --- bad input: a clear error, nothing spawned or written ---
+
+
+class Good(ProcessStarter):
+    args = py(SLEEPER)
+    pattern = "ready"
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../x", ".hidden", "-x", "", "a b", "x" * 300, None])
+def test_bad_names(xp, name):
+    with pytest.raises(ValueError, match="invalid xprocess name"):
+        xp.ensure(name, Good)
+    assert not xp.statedir.exists()
+
+
+def _sub(**attrs):
+    return type("Bad", (Good,), attrs)
+
+
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        (_sub(args=[]), TypeError, "args must be a non-empty"),
+        (_sub(args="python -c pass"), TypeError, "args must be a non-empty"),
+        (_sub(args=[sys.executable, object()]), TypeError, "args items"),
+        (_sub(args=["no-such-program-xyz"]), FileNotFoundError, "'no-such-program-xyz' not found on PATH"),
+        (_sub(pattern="ready("), ValueError, "invalid pattern 'ready\\('"),
+        (_sub(pattern=None), TypeError, "needs a pattern or a startup_check"),
+        (_sub(popen_kwargs={"stdout": None}), ValueError, "may not set stdout"),
+        (_sub(popen_kwargs={"shell": True}), ValueError, "may not set shell"),
+        (_sub(env={"A": 1}), TypeError, "env must be None or a mapping of str to str"),
+        (_sub(env={1: "a"}), TypeError, "env must be None or a mapping of str to str"),
+        (_sub(timeout=0), ValueError, "timeout must be a positive"),
+        (_sub(max_read_lines=0), ValueError, "max_read_lines must be"),
+        (lambda cwd: ("ready",), TypeError, r"must return \(pattern, args\)"),
+        (lambda cwd: ["ready", py(SLEEPER)], TypeError, r"it returned \['ready'"),
+        (42, TypeError, "expected a ProcessStarter"),
+    ],
+)
+def test_bad_starters(xp, bad, error, words):
+    with pytest.raises(error, match=words):
+        xp.ensure("bad", bad)
+    assert not (xp.statedir / "bad").exists()
+
+
+def test_a_file_that_is_not_executable(xp, tmp_path):
+    (tmp_path / "data.txt").write_text("not a program")
+    (tmp_path / "data.txt").chmod(0o644)
+    with pytest.raises(FileNotFoundError, match="'./data.txt' is not an executable file"):
+        xp.ensure("bad", _sub(args=["./data.txt"], popen_kwargs={"cwd": tmp_path}))
+    assert not (xp.statedir / "bad").exists()
+
+
+def test_args_accept_paths_and_numbers(xp, tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import sys, time; print('ready', sys.argv[1:], flush=True); time.sleep(600)")
+    result = xp.ensure("argtypes", _sub(args=[sys.executable, script, 7, 1.5]))
+    assert "['7', '1.5']" in result.match.string
+
+
+def test_popen_kwargs_cwd_is_used(xp, tmp_path):
+    code = "import os, time; print('ready', os.getcwd(), flush=True); time.sleep(600)"
+    result = xp.ensure("cwd", _sub(args=py(code), popen_kwargs={"cwd": tmp_path}))
+    assert str(tmp_path) in result.match.string
+
+
+def test_unwritable_state_dir_is_a_clear_error(tmp_path):
+    # a file where the state directory should be: the same error a read-only disk gives
+    (tmp_path / ".xprocess").write_text("")
+    with XProcess(None, tmp_path) as xp, pytest.raises(XProcessError, match=re.escape(str(tmp_path / ".xprocess"))):
+        xp.ensure("ro", Good)
+
+
+def test_many_waiting_sessions_start_once(tmp_path):
+    """Eight processes ensure one name at the same moment: one start, all get its pid."""
+    counter = tmp_path / "starts"
+    code = (
+        "import sys; from pathlib import Path; from xprocess import XProcess, ProcessStarter\n"
+        "class S(ProcessStarter):\n"
+        f"    args = [sys.executable, '-c', \"import time; open({str(counter)!r}, 'a').write('x'); time.sleep(0.5);"
+        " print('ready', flush=True); time.sleep(600)\"]\n"
+        "    pattern = 'ready'\n"
+        f"with XProcess(None, {str(tmp_path)!r}) as xp: print(xp.ensure('shared', S)[0])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    try:
+        pids = {p.communicate(timeout=60)[0].strip() for p in procs}
+        assert counter.read_text() == "x"
+        assert len(pids) == 1
+    finally:
+        from conftest import terminate_all
+
+        terminate_all(tmp_path / ".xprocess")
