@@ -60,9 +60,7 @@ _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or 
 _CLOCK_SLACK = 1.0  # start times may differ by the jitter of the boot time they derive from
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}\Z")
 # Popen arguments the plugin must own: the log redirection, no shell, its own session, the env.
-_OWNED_POPEN_KWARGS = frozenset(
-    {"args", "stdout", "stderr", "shell", "env", "start_new_session", "process_group"}
-)
+_OWNED_POPEN_KWARGS = frozenset({"args", "stdout", "stderr", "shell", "env", "start_new_session", "process_group"})
 
 _STOP_HELP = (
     "terminate, at the end of the session, every process the session started or reused "
@@ -154,8 +152,7 @@ class _Launch(NamedTuple):
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
-            f"invalid xprocess name {name!r}: use letters, digits, '_', '-' and '.', "
-            "not starting with '.' or '-'"
+            f"invalid xprocess name {name!r}: use letters, digits, '_', '-' and '.', not starting with '.' or '-'"
         )
     return name
 
@@ -174,8 +171,7 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
         got = starter(control_dir)
         if not isinstance(got, tuple) or len(got) not in (2, 3):
             raise TypeError(
-                f"{where}: preparefunc must return (pattern, args) or (pattern, args, env), "
-                f"it returned {got!r}"
+                f"{where}: preparefunc must return (pattern, args) or (pattern, args, env), it returned {got!r}"
             )
         s = ProcessStarter(control_dir, process)
         s.pattern, s.args, s.env = got if len(got) == 3 else (*got, None)
@@ -266,7 +262,7 @@ def _read_state(path: Path) -> dict[str, Any] | None:
                 and isinstance(state.get("token"), str)
                 and isinstance(state.get("fingerprint"), dict)
             ):
-                return state
+                return state  # type: ignore[no-any-return]
             else:
                 problem = "does not hold a recorded process"
     warnings.warn(XProcessWarning(f"{path} {problem}; treating the process as not running"), stacklevel=3)
@@ -338,11 +334,11 @@ def _find_ours(states: Mapping[str, dict[str, Any] | None], tree: bool) -> dict[
             if proc.pid in exempt:
                 continue
             try:
-                name = sessions.get(os.getsid(proc.pid)) or tokens.get(proc.environ().get(MARKER_ENV, ""))
+                owner = sessions.get(os.getsid(proc.pid)) or tokens.get(proc.environ().get(MARKER_ENV, ""))
             except (OSError, psutil.Error):
                 continue
-            if name is not None:
-                found[name][proc.pid] = proc
+            if owner is not None:
+                found[owner][proc.pid] = proc
     return {name: [p for p in procs.values() if _alive(p)] for name, procs in found.items()}
 
 
@@ -430,6 +426,8 @@ class _Ensured(tuple):  # type: ignore[type-arg]
     """``(pid, logpath)`` with ``.match`` and a ``.logfile`` opened on first use."""
 
     match: re.Match[str] | None
+    _offset: int
+    _xp: XProcess
     _logfile: IO[str] | None
 
     def __new__(cls, pid: int, logpath: Path, match: re.Match[str] | None, offset: int, xp: XProcess) -> _Ensured:
@@ -470,9 +468,7 @@ class XProcess:
         """The :class:`XProcessInfo` of ``name``; creates nothing on disk."""
         return XProcessInfo(self.statedir, name)
 
-    def ensure(
-        self, name: str, starter: Any, restart: bool = False, persist_logs: bool = True
-    ) -> _Ensured:
+    def ensure(self, name: str, starter: Any, restart: bool = False, persist_logs: bool = True) -> _Ensured:
         """Return ``(pid, logpath)`` of the running, ready process ``name``, starting it if needed.
 
         :param starter: a ``ProcessStarter`` subclass, or ``preparefunc(cwd)`` returning
@@ -535,9 +531,7 @@ class XProcess:
         self._note_use(info, "reused", launch, offset=size)
         return _Ensured(proc.pid, info.logpath, match, size, self)
 
-    def _start(
-        self, info: XProcessInfo, launch: _Launch, persist_logs: bool, deadline: float, why: str
-    ) -> _Ensured:
+    def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, deadline: float, why: str) -> _Ensured:
         import subprocess
         import uuid
 
@@ -892,9 +886,10 @@ def _wait_ready(
             exitcode = _exit_status(pid)  # before reading: nothing written before the exit is missed
             wait = deadline - time.monotonic()
             if launch.pattern is not None and match is None:
-                for line, end in reader.lines():
+                for line, line_end in reader.lines():
                     match = launch.pattern.search(line)
                     if match:
+                        end = line_end
                         break
                     if launch.max_read_lines and line.strip():
                         seen += 1
@@ -1073,7 +1068,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if report.failed:
         report.sections.extend(item.config.stash[_XPROCESS_KEY]._report_sections())

@@ -100,7 +100,9 @@ def test_xshow_with_nothing_recorded(pytester_xp):
 
 
 def test_failed_test_report_shows_the_log_lines_written_during_it(pytester_xp):
-    code = "import time, itertools\nprint('booted', flush=True)\nfor i in itertools.count(): print('tick', i, flush=True); time.sleep(0.02)"
+    code = "import time, itertools\nprint('booted', flush=True)\n" + (
+        "for i in itertools.count(): print('tick', i, flush=True); time.sleep(0.02)"
+    )
     pytester_xp.makeconftest(conftest_source(None, code=code).replace('pattern = "ready"', 'pattern = "booted"'))
     pytester_xp.makepyfile(
         """
@@ -269,8 +271,9 @@ def test_two_concurrent_sessions_share_one_process(pytester_xp):
 
 def test_terminate_on_interrupt(pytester_xp):
     pytester_xp.makeconftest(
-        conftest_source(None, names=("flagged", "kept"))
-        .replace("return xprocess.ensure('flagged', Starter)", "return xprocess.ensure('flagged', Flagged)")
+        conftest_source(None, names=("flagged", "kept")).replace(
+            "return xprocess.ensure('flagged', Starter)", "return xprocess.ensure('flagged', Flagged)"
+        )
         + "\nclass Flagged(Starter):\n    terminate_on_interrupt = True\n"
     )
     pytester_xp.makepyfile("def test_a(flagged, kept):\n    raise KeyboardInterrupt\n")
