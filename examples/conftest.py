@@ -1,0 +1,119 @@
+"""Real servers started through xprocess: PostgreSQL, Redis and Python's http.server.
+
+README.rst quotes the PostgreSQL and Redis fixtures from this file, and tests/integration runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xprocess import ProcessStarter
+
+POSTGRES_WORK_MEM = "4MB"  # settings: change one and the next run restarts that server
+REDIS_DATABASES = 16
+HTTP_DIRECTORY = "."  # served by http_server, relative to its control directory
+
+
+def free_port(control_dir: Path) -> int:
+    """A port for this server, chosen once and kept, so that its command line stays the same."""
+    path = control_dir / "port"
+    if not path.exists():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            path.write_text(str(s.getsockname()[1]))
+    return int(path.read_text())
+
+
+def need(program: str, how: str) -> str:
+    found = shutil.which(program)
+    if found is None:
+        pytest.fail(f"{program} is not installed: {how}", pytrace=False)
+    return found
+
+
+# --- PostgreSQL ---
+
+
+def postgres_bin(name: str) -> str:
+    for directory in (os.environ.get("PG_BIN"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)):
+        if directory and (Path(directory) / name).exists():
+            return str(Path(directory) / name)
+    return need(name, "install PostgreSQL (apt-get install postgresql) or set PG_BIN to its bin directory")
+
+
+def as_postgres_user(args: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run it as the postgres user (runuser) when we are root."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="session")
+def postgres(xprocess):
+    """A PostgreSQL server of its own: returns the connection keywords for psycopg."""
+
+    class Postgres(ProcessStarter):
+        pattern = "database system is ready to accept connections"
+        timeout = 60
+        terminate_on_interrupt = True
+
+        @property
+        def args(self):
+            data = self.control_dir / "data"
+            if not (data / "PG_VERSION").exists():  # first run: create the cluster
+                data.mkdir(mode=0o700, exist_ok=True)
+                if os.geteuid() == 0:
+                    shutil.chown(data, "postgres")
+                    shutil.chown(self.control_dir, "postgres")
+                initdb = [postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+                subprocess.run(as_postgres_user(initdb), check=True, capture_output=True)
+            return as_postgres_user(
+                [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1",
+                 "-p", str(free_port(self.control_dir)), "-k", str(self.control_dir),
+                 "-c", f"work_mem={POSTGRES_WORK_MEM}"]
+            )  # fmt: skip
+
+    xprocess.ensure("postgres", Postgres)
+    port = free_port(xprocess.getinfo("postgres").controldir)
+    return {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
+
+
+# --- Redis ---
+
+
+@pytest.fixture(scope="session")
+def redis_server(xprocess):
+    """A Redis server of its own, without persistence: returns its port."""
+
+    class Redis(ProcessStarter):
+        pattern = "Ready to accept connections"
+        timeout = 30
+
+        @property
+        def args(self):
+            redis = need("redis-server", "apt-get install redis-server")
+            port = free_port(self.control_dir)
+            return [redis, "--port", port, "--bind", "127.0.0.1", "--save", "", "--databases", REDIS_DATABASES]
+
+    xprocess.ensure("redis", Redis)
+    return free_port(xprocess.getinfo("redis").controldir)
+
+
+# --- Python's http.server ---
+
+
+@pytest.fixture(scope="session")
+def http_server(xprocess):
+    """http.server on a port the OS picks: the port is read back from its ready line."""
+
+    class Http(ProcessStarter):
+        pattern = r"Serving HTTP on \S+ port (\d+)"
+        args = (sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", HTTP_DIRECTORY, "0")
+
+    started = xprocess.ensure("http", Http)
+    return int(started.match.group(1))

@@ -1,0 +1,134 @@
+"""The examples' real servers (PostgreSQL, Redis, http.server) through their whole cycle."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import alive, terminate_all
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+README = Path(__file__).parents[2] / "README.rst"
+
+
+@pytest.fixture
+def project():
+    """The examples copied to a directory the postgres user can enter (tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="xprocess-it-"))
+    path.chmod(0o755)
+    for name in ("conftest.py", "test_servers.py", "pytest.ini"):
+        shutil.copy(EXAMPLES / name, path)
+    yield path
+    terminate_all(path / ".xprocess")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def ports(project: Path) -> dict[str, int]:
+    found = {name: int((project / ".xprocess" / name / "port").read_text()) for name in ("postgres", "redis")}
+    http_log = (project / ".xprocess" / "http" / "xprocess.log").read_text()
+    found["http"] = int(re.search(r"port (\d+)", http_log).group(1))
+    return found
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` (connections in TIME_WAIT do not stop it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_full_cycle(project):
+    first = run(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for name in ("http", "postgres", "redis"):
+        assert re.search(rf"^{name}: started in [\d.]+ s$", first.stdout, re.M), first.stdout
+
+    second = run(project)
+    assert second.returncode == 0, second.stdout
+    assert re.findall(r"^(\w+): reused$", second.stdout, re.M) == ["http", "postgres", "redis"]
+
+    conftest = project / "conftest.py"
+    source = conftest.read_text()
+    source = source.replace('POSTGRES_WORK_MEM = "4MB"', 'POSTGRES_WORK_MEM = "8MB"')
+    source = source.replace("REDIS_DATABASES = 16", "REDIS_DATABASES = 8")
+    source = source.replace('HTTP_DIRECTORY = "."', 'HTTP_DIRECTORY = ".."')
+    conftest.write_text(source)
+    third = run(project)
+    assert third.returncode == 0, third.stdout
+    for name in ("http", "postgres", "redis"):
+        assert re.search(rf"^{name}: restarted in .* \(its configuration changed \(args\)\)$", third.stdout, re.M)
+
+    show = run(project, "--xshow")
+    assert show.returncode == 0
+    assert len(re.findall(r"^\d+ (http|postgres|redis) LIVE ", show.stdout, re.M)) == 3, show.stdout
+
+    in_use = ports(project)
+    assert not any(port_is_free(p) for p in in_use.values())
+    kill = run(project, "--xkill")
+    assert kill.returncode == 0, kill.stdout
+    assert len(re.findall(r"^\d+ \w+ TERMINATED$", kill.stdout, re.M)) == 3, kill.stdout
+    assert all(port_is_free(p) for p in in_use.values()), in_use
+
+
+def test_server_killed_between_runs_is_restarted_and_its_log_kept(project):
+    assert run(project, "-k", "redis").returncode == 0
+    pid = int((project / ".xprocess" / "redis" / "state.json").read_text().split('"pid": ')[1].split(",")[0])
+    os.kill(pid, signal.SIGKILL)
+    again = run(project, "-k", "redis")
+    assert again.returncode == 0, again.stdout
+    assert "redis: restarted in" in again.stdout and "(it had stopped)" in again.stdout
+    old_log = (project / ".xprocess" / "redis" / "xprocess.log.1").read_text()
+    assert "Ready to accept connections" in old_log
+    assert not alive(pid)
+
+
+def test_postgres_tree_ends_through_its_runuser_wrapper(project):
+    assert run(project, "-k", "postgres").returncode == 0
+    import psutil
+
+    pid = int((project / ".xprocess" / "postgres" / "state.json").read_text().split('"pid": ')[1].split(",")[0])
+    tree = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    assert len(tree) > 2  # wrapper, postmaster, its workers
+    kill = run(project, "--xkill", "postgres")
+    assert kill.returncode == 0
+    assert not any(alive(p) for p in tree)
+
+
+def readme_blocks() -> list[str]:
+    """The Python code blocks of README.rst that say they come from examples/conftest.py."""
+    text = README.read_text()
+    blocks = []
+    marker = r"\.\. from examples/conftest\.py\n\n\.\. code-block:: python\n\n"
+    for match in re.finditer(marker + r"((?:    .*\n|\n)+)", text):
+        blocks.append(re.sub(r"^    ", "", match.group(1), flags=re.M).strip("\n"))
+    return blocks
+
+
+def test_readme_examples_are_the_ones_these_tests_run():
+    blocks = readme_blocks()
+    assert len(blocks) >= 2  # the PostgreSQL and Redis fixtures
+    source = (EXAMPLES / "conftest.py").read_text()
+    for block in blocks:
+        assert block in source, block
