@@ -264,12 +264,12 @@ def test_recycled_pid_is_neither_reused_nor_signalled(xp, tmp_path):
     try:
         Starter = starter(SLEEPER)
         xp.ensure("rec", Starter)
-        state_path = xp.statedir / "rec" / "state.json"
-        state = json.loads(state_path.read_text())
+        state_path = xp.statedir / "rec" / "state.jsonl"
+        state = xp.getinfo("rec")._state()
         xp.getinfo("rec").terminate()
         # the record now points at an unrelated process with the same pid
         state.update(pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time() - 100)
-        state_path.write_text(json.dumps(state))
+        state_path.write_text(json.dumps(state) + "\n")
         info = xp.getinfo("rec")
         assert not info.isrunning()
         assert info.terminate() == 0
@@ -285,7 +285,7 @@ def test_recycled_pid_is_neither_reused_nor_signalled(xp, tmp_path):
 def test_unreadable_state_means_not_running_with_a_warning(xp, content):
     control = xp.statedir / "bad"
     control.mkdir(parents=True)
-    (control / "state.json").write_text(content)
+    (control / "state.jsonl").write_text(content)
     with pytest.warns(xprocess.XProcessWarning, match="not running"):
         assert not xp.getinfo("bad").isrunning()
     with pytest.warns(xprocess.XProcessWarning):
@@ -293,11 +293,22 @@ def test_unreadable_state_means_not_running_with_a_warning(xp, content):
     assert xp.getinfo("bad").isrunning()
 
 
-def test_state_is_replaced_atomically(xp):
+def test_state_is_a_start_record_and_a_whole_ready_line(xp):
     xp.ensure("atomic", starter(SLEEPER))
     control = xp.statedir / "atomic"
-    assert sorted(p.name for p in control.iterdir()) == ["lock", "state.json", "xprocess.log"]
-    assert json.loads((control / "state.json").read_text())["ready"] is True
+    assert sorted(p.name for p in control.iterdir()) == ["lock", "state.jsonl", "xprocess.log"]
+    start, ready = (json.loads(line) for line in (control / "state.jsonl").read_text().splitlines())
+    assert start["ready"] is False and ready == {"ready": True, "match": "ready\n"}
+
+
+def test_a_ready_line_cut_short_means_never_ready(xp):
+    """A crash while appending the ready line: the process is not trusted, it is restarted."""
+    first = xp.ensure("torn", starter(SLEEPER))[0]
+    path = xp.statedir / "torn" / "state.jsonl"
+    path.write_text(path.read_text().splitlines()[0] + '\n{"ready": tr')
+    assert xp.getinfo("torn").isrunning()  # alive, but never became ready as far as we know
+    second = xp.ensure("torn", starter(SLEEPER))[0]
+    assert second != first and not alive(first)
 
 
 def test_getinfo_creates_nothing(xp):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -12,6 +11,8 @@ import textwrap
 import psutil
 import pytest
 from conftest import alive, wait_for
+
+from xprocess import XProcessInfo
 
 
 def conftest_source(starts, names=("srv",), extra="", code=None):
@@ -45,7 +46,7 @@ def project(pytester_xp):
 
 
 def recorded_pid(pytester, name="srv"):
-    return json.loads((pytester.path / ".xprocess" / name / "state.json").read_text())["pid"]
+    return XProcessInfo(pytester.path / ".xprocess", name).pid
 
 
 def test_first_run_starts_second_reuses(project):
@@ -60,7 +61,7 @@ def test_first_run_starts_second_reuses(project):
 
 def test_works_without_the_cache_plugin_and_can_be_disabled(project):
     project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
-    assert (project.path / ".xprocess" / "srv" / "state.json").exists()
+    assert XProcessInfo(project.path / ".xprocess", "srv").isrunning()
     result = project.runpytest_subprocess("-p", "no:xprocess")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'xprocess' not found*"])
@@ -294,7 +295,7 @@ def run_until_waiting(pytester):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    state = pytester.path / ".xprocess" / "srv" / "state.json"
+    state = pytester.path / ".xprocess" / "srv" / "state.jsonl"
     assert wait_for(state.exists, 30)
     return run, recorded_pid(pytester)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import alive, terminate_all
 
+from xprocess import XProcessInfo
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 README = Path(__file__).parents[2] / "README.rst"
 
@@ -94,7 +96,7 @@ def test_full_cycle(project):
 
 def test_server_killed_between_runs_is_restarted_and_its_log_kept(project):
     assert run(project, "-k", "redis").returncode == 0
-    pid = int((project / ".xprocess" / "redis" / "state.json").read_text().split('"pid": ')[1].split(",")[0])
+    pid = XProcessInfo(project / ".xprocess", "redis").pid
     os.kill(pid, signal.SIGKILL)
     again = run(project, "-k", "redis")
     assert again.returncode == 0, again.stdout
@@ -108,7 +110,7 @@ def test_postgres_tree_ends_through_its_runuser_wrapper(project):
     assert run(project, "-k", "postgres").returncode == 0
     import psutil
 
-    pid = int((project / ".xprocess" / "postgres" / "state.json").read_text().split('"pid": ')[1].split(",")[0])
+    pid = XProcessInfo(project / ".xprocess", "postgres").pid
     tree = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
     assert len(tree) > 2  # wrapper, postmaster, its workers
     kill = run(project, "--xkill", "postgres")

@@ -1,0 +1,229 @@
+"""Runs bench/scenarios.py against this project and pytest-xprocess 1.0.2 and prints one table.
+
+Usage (through bench/run, which makes the virtualenvs):
+    python bench.py --ours PYTHON [--theirs PYTHON] [--smoke] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SMOKE_ENV = {
+    "BENCH_REPEAT": "1",
+    "BENCH_IDLE_SECONDS": "0.5",
+    "BENCH_DEEP_LINES": "20000",
+    "BENCH_WARM_MB": "5",
+    "BENCH_XKILL_COUNT": "3",
+}
+TARGETS = {
+    "cold_start": "<= 1 ms",
+    "idle_wait": "<= 0.05 s",
+    "deep_pattern": "<= 0.3 s",
+    "warm_reuse": "<= 1 ms, <= 1 MB",
+    "early_exit": "<= 0.2 s",
+    "xkill": "grace (10 s) + 1 s",
+    "startup": "<= 1 %",
+    "xdist": "1 start",
+}
+
+
+class Plugin:
+    """One plugin's virtualenv and a scratch project for it."""
+
+    def __init__(self, label: str, python: str, env: dict[str, str]) -> None:
+        self.label = label
+        self.python = python
+        # Python's default: compiled modules are cached. Without the cache (PYTHONDONTWRITEBYTECODE,
+        # set in some sandboxes) pytest re-compiles every plugin module at every start-up.
+        self.env = {k: v for k, v in {**os.environ, **env}.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.project = Path(tempfile.mkdtemp(prefix=f"xprocess-bench-{label}-"))
+        (self.project / "pytest.ini").write_text("[pytest]\n")
+        shutil.copy(HERE / "scenarios.py", self.project / "test_scenarios.py")
+        if label == "pytest-xprocess":
+            self.env["BENCH_SLOW_PLUGIN"] = "1"
+
+    def pytest(self, *args: str, out: Path | None = None, check: bool = True) -> float:
+        """Run pytest in the project; return its wall time in seconds."""
+        env = dict(self.env, BENCH_OUT=str(out or os.devnull))
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [self.python, "-m", "pytest", "-q", "-p", "no:randomly", *args],
+            cwd=self.project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.perf_counter() - t0
+        if check and proc.returncode not in (0, 5):
+            raise RuntimeError(
+                f"{self.label}: pytest {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
+            )
+        return elapsed
+
+    def scenario(self, test: str) -> list[dict]:
+        out = self.project / "out.jsonl"
+        out.unlink(missing_ok=True)
+        self.pytest(f"test_scenarios.py::{test}", out=out, check=False)
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    def xkill(self) -> float:
+        return self.pytest("--xkill", check=False)
+
+    def clean(self) -> None:
+        self.xkill()
+        for state in (self.project / ".xprocess", self.project / ".pytest_cache"):
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
+    r: dict[str, dict] = {}
+    print(f"--- {plugin.label}", file=sys.stderr)
+
+    rows = plugin.scenario("test_cold_start")
+    r["cold_start"] = {"ms": median([x["ms"] for x in rows]), "n": len(rows)}
+    rows = plugin.scenario("test_idle_wait")
+    r["idle_wait"] = {"cpu_s": median([x["cpu_s"] for x in rows]), "n": len(rows)}
+    rows = plugin.scenario("test_deep_pattern")
+    r["deep_pattern"] = {"s": median([x["s"] for x in rows]), "n": len(rows)}
+    rows = plugin.scenario("test_warm_reuse")
+    peaks = [x for x in rows if "peak_mb" in x]
+    r["warm_reuse"] = {
+        "ms": median([x["ms"] for x in rows if "ms" in x]),
+        "peak_mb": peaks[0]["peak_mb"] if peaks else None,
+        "log_mb": peaks[0]["log_mb"] if peaks else None,
+        "n": len(rows) - len(peaks),
+    }
+    rows = plugin.scenario("test_early_exit")
+    r["early_exit"] = {
+        "s": median([x["s"] for x in rows]),
+        "errors": sorted({x["error"] for x in rows}),
+        "n": len(rows),
+    }
+    plugin.clean()
+
+    # xkill: start the processes in one session, then time a separate `pytest --xkill`
+    plugin.scenario("test_xkill_setup")
+    r["xkill"] = {"s": plugin.xkill(), "processes": int(plugin.env.get("BENCH_XKILL_COUNT", "20"))}
+    plugin.clean()
+
+    # start-up cost: `pytest --co` of a project with no tests, with and without the plugin
+    empty = Path(tempfile.mkdtemp(prefix="xprocess-bench-empty-"))
+    (empty / "pytest.ini").write_text("[pytest]\n")
+    walls: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(3 if smoke else 25):
+        for key, extra in (("with", []), ("without", ["-p", "no:xprocess"]))[:: 1 if _ % 2 else -1]:
+            t0 = time.perf_counter()
+            subprocess.run(
+                [plugin.python, "-m", "pytest", "--co", "-q", *extra], cwd=empty, env=plugin.env, capture_output=True
+            )
+            walls[key].append(time.perf_counter() - t0)
+    shutil.rmtree(empty)
+    with_, without = statistics.median(walls["with"]), statistics.median(walls["without"])
+    r["startup"] = {"percent": (with_ - without) / without * 100, "with_s": with_, "without_s": without}
+
+    # xdist: 16 tests sharing one server, from a cold state each time
+    xdist = {}
+    for workers in ("4", "0"):
+        starts, walls_x = [], []
+        for _ in range(1 if smoke else 3):
+            plugin.clean()
+            walls_x.append(plugin.pytest("-n", workers, "-k", "test_xdist_server", check=False))
+            found = list(plugin.project.rglob("shared/starts"))
+            starts.append(len(found[0].read_text()) if found else 0)
+        xdist[f"n{workers}"] = {"starts": max(starts), "wall_s": statistics.median(walls_x)}
+    plugin.clean()
+    r["xdist"] = xdist
+    shutil.rmtree(plugin.project, ignore_errors=True)
+    return r
+
+
+def fmt(value: float | None, unit: str, digits: int = 3) -> str:
+    return "failed" if value is None else f"{value:.{digits}g} {unit}".strip()
+
+
+def table(ours: dict, theirs: dict | None) -> str:
+    def cells(key: str, res: dict | None) -> tuple[str, float | None]:
+        if res is None:
+            return "-", None
+        x = res[key]
+        if key == "cold_start":
+            return fmt(x["ms"], "ms"), x["ms"]
+        if key == "idle_wait":
+            return fmt(x["cpu_s"], "s CPU"), x["cpu_s"]
+        if key == "deep_pattern":
+            return fmt(x["s"], "s"), x["s"]
+        if key == "warm_reuse":
+            text = f"{fmt(x['ms'], 'ms')}, {fmt(x['peak_mb'], 'MB')}"
+            return text, x["ms"]
+        if key == "early_exit":
+            return fmt(x["s"], "s"), x["s"]
+        if key == "xkill":
+            return fmt(x["s"], "s"), x["s"]
+        if key == "startup":
+            return f"{x['percent']:+.1f} %", None
+        if key == "xdist":
+            return f"{x['n4']['starts']} start(s), {x['n4']['wall_s']:.2f} s (-n 0: {x['n0']['wall_s']:.2f} s)", None
+        raise KeyError(key)
+
+    notes = {"deep_pattern": " (1)", "warm_reuse": " (1)", "cold_start": " (1)", "idle_wait": " (1)"}
+    rows = [("scenario", "pytest-xprocess 1.0.2", "xprocess (this)", "ratio", "target")]
+    for key in TARGETS:
+        t_text, t_val = cells(key, theirs)
+        o_text, o_val = cells(key, ours)
+        ratio = f"{t_val / o_val:,.0f}x" if t_val and o_val else ""
+        rows.append(
+            (key.replace("_", " "), t_text + (notes.get(key, "") if theirs else ""), o_text, ratio, TARGETS[key])
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    line = "  ".join("=" * w for w in widths)
+    out = [line, "  ".join(c.ljust(w) for c, w in zip(rows[0], widths)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows[1:]]
+    out.append(line)
+    if theirs:
+        out.append("(1) pytest-xprocess needs max_read_lines=None here: its default cap of 50 lines fails these.")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ours", required=True, help="python of the virtualenv with this project")
+    parser.add_argument("--theirs", help="python of the virtualenv with pytest-xprocess 1.0.2")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, this project only, tiny sizes")
+    parser.add_argument("--json", type=Path, help="where to write the results as JSON")
+    args = parser.parse_args()
+    env = SMOKE_ENV if args.smoke else {}
+    started = time.time()
+    ours = measure(Plugin("xprocess", args.ours, env), args.smoke)
+    theirs = None if args.smoke or not args.theirs else measure(Plugin("pytest-xprocess", args.theirs, env), False)
+    print(table(ours, theirs))
+    machine = f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    print(f"{time.strftime('%Y-%m-%d')}, {machine}, {time.time() - started:.0f} s")
+    if args.json:
+        data = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": machine,
+            "smoke": args.smoke,
+            "xprocess": ours,
+            "pytest-xprocess": theirs,
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Benchmark scenarios, run as pytest tests inside the virtualenv of the plugin under test.
+
+Only the public API is used (the ``xprocess`` fixture, ``ProcessStarter``, ``ensure``,
+``getinfo().terminate()``), so the same file runs against this project and pytest-xprocess 1.0.2.
+Each test appends its measurements, as JSON lines, to the file named by $BENCH_OUT.
+Sizes come from the environment so that ``bench/run --smoke`` can shrink them.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import tracemalloc
+
+import pytest
+
+from xprocess import ProcessStarter
+
+OUT = os.environ.get("BENCH_OUT", os.devnull)
+REPEAT = int(os.environ.get("BENCH_REPEAT", "7"))
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "5"))
+DEEP_LINES = int(os.environ.get("BENCH_DEEP_LINES", "200000"))
+WARM_MB = int(os.environ.get("BENCH_WARM_MB", "100"))
+XKILL_COUNT = int(os.environ.get("BENCH_XKILL_COUNT", "20"))
+
+# The ready line carries the child's time.monotonic() (one clock for all processes on Linux).
+READY = "print('ready', repr(time.monotonic()), flush=True)"
+SLEEP = "time.sleep(600)"
+
+
+def record(scenario, **values):
+    with open(OUT, "a") as f:
+        f.write(json.dumps({"scenario": scenario, **values}) + "\n")
+
+
+def starter(code, pattern=r"^ready ([\d.]+)", **attrs):
+    attrs.setdefault("max_read_lines", None)  # pytest-xprocess caps at 50 lines otherwise
+    attrs.setdefault("timeout", 60)
+    return type("S", (ProcessStarter,), {"pattern": pattern, "args": [sys.executable, "-c", code], **attrs})
+
+
+def latency_ms(logpath):
+    """Milliseconds since the child wrote its last ready line."""
+    now = time.monotonic()
+    with open(logpath, "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - 4096))
+        stamps = re.findall(rb"ready ([\d.]+)", f.read())
+    return (now - float(stamps[-1])) * 1000
+
+
+@pytest.fixture
+def xp(xprocess, request):
+    names = []
+    yield lambda name, *args, **kw: names.append(name) or xprocess.ensure(name, *args, **kw)
+    for name in names:
+        xprocess.getinfo(name).terminate()
+
+
+def test_cold_start(xp):
+    # the child sleeps first, so that the plugin is waiting when the line comes
+    Starter = starter(f"import time; time.sleep(0.2); {READY}; {SLEEP}")
+    for _ in range(REPEAT):
+        _, logpath = xp("cold", Starter, restart=True)
+        record("cold_start", ms=latency_ms(logpath))
+
+
+def test_idle_wait(xp):
+    Starter = starter(f"import time; time.sleep({IDLE_SECONDS}); {READY}; {SLEEP}")
+    for _ in range(max(1, REPEAT // 3)):
+        cpu = time.process_time()
+        xp("idle", Starter, restart=True)
+        record("idle_wait", cpu_s=time.process_time() - cpu)
+
+
+def test_deep_pattern(xp):
+    chatter = f"sys.stdout.writelines('chatter line %d\\n' % i for i in range({DEEP_LINES}))"
+    Starter = starter(f"import sys, time; time.sleep(0.2); {chatter}; {READY}; {SLEEP}")
+    for _ in range(max(1, REPEAT // 2)):
+        _, logpath = xp("deep", Starter, restart=True)
+        record("deep_pattern", s=latency_ms(logpath) / 1000)
+
+
+def test_warm_reuse(xp):
+    code = (
+        f"import os, time; {READY}\n"
+        f"block = b'log line of sixty-four bytes, written after the ready line...\\n' * 16384\n"
+        f"[os.write(1, block) for _ in range({WARM_MB})]\n"
+        f"open('filled', 'w').close(); {SLEEP}"
+    )
+    Starter = starter(code)
+    _, logpath = xp("warm", Starter, restart=True)
+    filled = os.path.join(os.path.dirname(logpath), "filled")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(filled) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(REPEAT):
+        t0 = time.perf_counter()
+        xp("warm", Starter)
+        record("warm_reuse", ms=(time.perf_counter() - t0) * 1000)
+    tracemalloc.start()
+    xp("warm", Starter)
+    record("warm_reuse", peak_mb=tracemalloc.get_traced_memory()[1] / 1e6, log_mb=os.path.getsize(logpath) / 1e6)
+    tracemalloc.stop()
+
+
+@pytest.mark.parametrize("repeat", [1] if os.environ.get("BENCH_SLOW_PLUGIN") else [3])
+def test_early_exit(xp, repeat):
+    Starter = starter("import sys; sys.exit(1)", timeout=20)
+    for _ in range(repeat):
+        t0 = time.monotonic()
+        try:
+            xp("early", Starter, restart=True)
+        except Exception as exc:  # both plugins' errors
+            record("early_exit", s=time.monotonic() - t0, error=type(exc).__name__)
+        else:
+            record("early_exit", s=None, error="no error")
+
+
+def test_xkill_setup(xprocess):
+    """Leaves XKILL_COUNT processes running (the first two ignore SIGTERM) for a timed --xkill."""
+    ignore = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    for i in range(XKILL_COUNT):
+        code = f"{ignore if i < 2 else ''}import time; {READY}; {SLEEP}"
+        xprocess.ensure(f"k{i:02d}", starter(code))
+
+
+def test_xdist_server(xprocess):
+    """Used by the xdist scenario: 16 copies of this test share one server."""
+    code = f"import time; open('starts', 'a').write('x'); time.sleep(0.3); {READY}; {SLEEP}"
+    xprocess.ensure("shared", starter(code))
