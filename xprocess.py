@@ -49,7 +49,7 @@ LOCK_NAME = "lock"
 KEPT_LOGS = 5  # logs of earlier starts kept beside the current one (xprocess.log.1 is the newest)
 TERMINATE_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 STATE_VERSION = 1
-MARKER_ENV = "XPROCESS_ID"  # set in every started process; its descendants inherit it
+MARKER_ENV = "XPROCESS_ID"  # "<project key>:<name>:<start id>" in every started process and its descendants
 STOP_ENV = "XPROCESS_STOP"
 
 _TAIL_LINES = 20  # log lines quoted in an error
@@ -298,7 +298,9 @@ def _write_state(path: Path, state: dict[str, Any], append: bool = False) -> Non
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise XProcessError(f"xprocess cannot write its state {path}: {exc.strerror or exc}") from exc
+        raise XProcessError(
+            f"xprocess cannot write its state {path}: {exc.strerror or exc} (free some space or make it writable)"
+        ) from exc
 
 
 def _recorded(state: dict[str, Any]) -> tuple[psutil.Process | None, bool]:
@@ -327,8 +329,10 @@ def _find_ours(states: Mapping[str, dict[str, Any] | None], tree: bool) -> dict[
 
     Ours are: the recorded process, if pid and start time still match; with ``tree``, its
     descendants, the members of the session it leads (it was started in a new one) and any
-    process carrying its marker in the environment (a daemon that left the session). Never
-    this process or its ancestors.
+    process carrying its marker in the environment (a daemon that left the session). A state
+    of just ``{"token": "<project key>:<name>:"}`` finds every process of that name and
+    project: what earlier starts left when their state was lost. Never this process or its
+    ancestors.
     """
     import psutil
 
@@ -338,7 +342,7 @@ def _find_ours(states: Mapping[str, dict[str, Any] | None], tree: bool) -> dict[
     for name, state in states.items():
         if state is None:
             continue
-        proc = _recorded(state)[0]
+        proc = _recorded(state)[0] if "pid" in state else None
         if proc is not None:
             found[name][proc.pid] = proc
             if tree:
@@ -354,7 +358,10 @@ def _find_ours(states: Mapping[str, dict[str, Any] | None], tree: bool) -> dict[
             if proc.pid in exempt:
                 continue
             try:
-                owner = sessions.get(os.getsid(proc.pid)) or tokens.get(proc.environ().get(MARKER_ENV, ""))
+                owner = sessions.get(os.getsid(proc.pid))
+                if owner is None:
+                    marker = proc.environ().get(MARKER_ENV, "")
+                    owner = tokens.get(marker) or tokens.get(marker[: marker.rfind(":") + 1])
             except (OSError, psutil.Error):
                 continue
             if owner is not None:
@@ -411,6 +418,14 @@ class XProcessInfo:
         self.controldir = Path(path) / name
         self.logpath = self.controldir / LOG_NAME
         self.statepath = self.controldir / STATE_NAME
+
+    @property
+    def _marker(self) -> str:
+        """The start of the marker of every process started under this name in this project."""
+        import hashlib
+
+        project = hashlib.sha256(os.fsencode(self.controldir.parent.resolve())).hexdigest()[:12]
+        return f"{project}:{self.name}:"
 
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid}>"
@@ -518,7 +533,10 @@ class XProcess:
             why = _why_start(state, launch, restart)
             if why:
                 log.warning("xprocess %r %s", name, why)
-                _terminate({name: state}, TERMINATE_TIMEOUT)
+            # Nothing recorded (first start, or its state was deleted): end what earlier starts
+            # may have left running, found by their marker, before it holds the port twice.
+            if _terminate({name: state or {"token": info._marker}}, TERMINATE_TIMEOUT)[name] and not why:
+                log.warning("xprocess %r: ended processes left by a start whose state was lost", name)
             return self._start(info, launch, persist_logs, deadline, why)
 
     def _make_dirs(self, info: XProcessInfo) -> bool:
@@ -533,7 +551,8 @@ class XProcess:
             return True
         except OSError as exc:
             raise XProcessError(
-                f"xprocess cannot create {exc.filename or info.controldir}: {exc.strerror or exc}"
+                f"xprocess cannot create {exc.filename or info.controldir}: {exc.strerror or exc} "
+                "(free some space or make it writable)"
             ) from exc
 
     def _reuse(self, info: XProcessInfo, launch: _Launch, state: dict[str, Any] | None) -> _Ensured | None:
@@ -559,7 +578,7 @@ class XProcess:
         import psutil
 
         _rotate_logs(info.logpath, KEPT_LOGS if persist_logs else 0)
-        token = f"{info.name}-{uuid.uuid4().hex}"
+        token = info._marker + uuid.uuid4().hex
         env = dict(os.environ if launch.env is None else launch.env)
         if launch.env is None:
             env.setdefault("PYTHONUNBUFFERED", "1")  # the commonest "it hangs": a Python child buffering

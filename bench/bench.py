@@ -139,14 +139,18 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
 
     # xdist: 16 tests sharing one server, from a cold state each time
     xdist = {}
+    out = plugin.project / "xdist.jsonl"
     for workers in ("4", "0"):
-        starts, walls_x = [], []
+        starts, walls_x, unready = [], [], []
         for _ in range(1 if smoke else 3):
             plugin.clean()
-            walls_x.append(plugin.pytest("-n", workers, "-k", "test_xdist_server", check=False))
+            out.unlink(missing_ok=True)
+            walls_x.append(plugin.pytest("-n", workers, "-k", "test_xdist_server", out=out, check=False))
             found = list(plugin.project.rglob("shared/starts"))
             starts.append(len(found[0].read_text()) if found else 0)
-        xdist[f"n{workers}"] = {"starts": max(starts), "wall_s": statistics.median(walls_x)}
+            rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+            unready.append(sum(not row["ready"] for row in rows))
+        xdist[f"n{workers}"] = {"starts": max(starts), "not_ready": max(unready), "wall_s": statistics.median(walls_x)}
     plugin.clean()
     r["xdist"] = xdist
     shutil.rmtree(plugin.project, ignore_errors=True)
@@ -178,7 +182,9 @@ def table(ours: dict, theirs: dict | None) -> str:
         if key == "startup":
             return f"{x['percent']:+.1f} %", None
         if key == "xdist":
-            return f"{x['n4']['starts']} start(s), {x['n4']['wall_s']:.2f} s (-n 0: {x['n0']['wall_s']:.2f} s)", None
+            n4, n0 = x["n4"], x["n0"]
+            text = f"{n4['starts']} start(s), {n4['not_ready']} got it unready, {n4['wall_s']:.2f} s"
+            return f"{text} (-n 0: {n0['wall_s']:.2f} s)", None
         raise KeyError(key)
 
     notes = {"deep_pattern": " (1)", "warm_reuse": " (1)", "cold_start": " (1)", "idle_wait": " (1)"}

@@ -125,7 +125,10 @@ def test_xkill_setup(xprocess):
         xprocess.ensure(f"k{i:02d}", starter(code))
 
 
-def test_xdist_server(xprocess):
-    """Used by the xdist scenario: 16 copies of this test share one server."""
+@pytest.mark.parametrize("copy", range(16))
+def test_xdist_server(xprocess, copy):
+    """The xdist scenario: 16 tests share one server. Was it ready when ensure() returned?"""
     code = f"import time; open('starts', 'a').write('x'); time.sleep(0.3); {READY}; {SLEEP}"
-    xprocess.ensure("shared", starter(code))
+    _, logpath = xprocess.ensure("shared", starter(code))
+    with open(logpath) as f:
+        record("xdist", ready=bool(re.search(r"^ready ", f.read(), re.M)))

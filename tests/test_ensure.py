@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tracemalloc
 
 import psutil
 import pytest
-from conftest import SLEEPER, alive, py, starter, wait_for
+from conftest import SLEEPER, alive, ours_still_running, py, starter, wait_for
 
 import xprocess
 from xprocess import ProcessExitedError, ProcessStarter, StartupTimeoutError, XProcess, XProcessError
@@ -460,3 +463,118 @@ def test_many_waiting_sessions_start_once(tmp_path):
         from conftest import terminate_all
 
         terminate_all(tmp_path / ".xprocess")
+
+
+# --- faults ---
+
+
+@pytest.mark.parametrize("deleted", ["state dir", "control dir"])
+def test_state_deleted_while_running_starts_fresh_and_ends_the_orphan(xp, deleted):
+    first = xp.ensure("lost", starter(SLEEPER))[0]
+    shutil.rmtree(xp.statedir if deleted == "state dir" else xp.statedir / "lost")
+    assert xp._infos([]) == [] if deleted == "state dir" else True  # listing does not crash
+    second = xp.ensure("lost", starter(SLEEPER))[0]
+    assert second != first
+    assert wait_for(lambda: not alive(first))
+
+
+def test_the_orphan_sweep_spares_other_projects(tmp_path):
+    with XProcess(None, tmp_path / "a") as a, XProcess(None, tmp_path / "b") as b:
+        try:
+            theirs = a.ensure("same", starter(SLEEPER))[0]
+            b.ensure("same", starter(SLEEPER))  # nothing recorded in b: sweeps b's project only
+            assert alive(theirs)
+        finally:
+            from conftest import terminate_all
+
+            terminate_all(a.statedir)
+            terminate_all(b.statedir)
+
+
+def test_a_gigabyte_of_log_before_the_ready_line_in_bounded_memory(xp):
+    code = """
+        import os, time
+        block = (b'x' * 4095 + b'\\n') * 256  # 1 MiB of 4 KiB lines
+        for _ in range(1024):
+            os.write(1, block)
+        os.write(1, b'ready\\n'); time.sleep(600)
+    """
+    tracemalloc.start()
+    try:
+        result = xp.ensure("gig", starter(code, timeout=240))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    try:
+        assert result.match.string == "ready\n"
+        assert result[1].stat().st_size > 2**30
+        assert peak < 16 * 2**20, f"peak Python allocations {peak / 2**20:.1f} MiB"
+    finally:
+        result[1].unlink()  # a gigabyte is too much to leave in the temporary directory
+
+
+def test_different_names_do_not_wait_for_each_other(tmp_path):
+    """'first' gets ready only after 'second' started: with one lock for both, this would time out."""
+    flag = tmp_path / "second-started"
+    first = (
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(flag)!r}): time.sleep(0.01)\n"
+        "print('ready', flush=True); time.sleep(600)"
+    )
+    session = (
+        "import sys; from xprocess import XProcess, ProcessStarter\n"
+        f"S = type('S', (ProcessStarter,), dict(args=[sys.executable, '-c', {first!r}], pattern='ready', timeout=30))\n"
+        f"with XProcess(None, {str(tmp_path)!r}) as xp: xp.ensure('first', S)\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", session])
+    try:
+        assert wait_for((tmp_path / ".xprocess" / "first" / "state.jsonl").exists, 30)
+        with XProcess(None, tmp_path) as xp:
+            second = f"import time; open({str(flag)!r}, 'w').close(); print('ready', flush=True); time.sleep(600)"
+            xp.ensure("second", starter(second, timeout=30))
+        assert other.wait(60) == 0
+    finally:
+        other.kill()
+        other.wait()
+        from conftest import terminate_all
+
+        terminate_all(tmp_path / ".xprocess")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: a real disk that fills up or turns read-only (mounting needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_state(tiny_disk):
+    with XProcess(None, tiny_disk) as xp:
+        xp.ensure("warmup", Good)  # the state directory exists; now fill the disk
+        xp.getinfo("warmup").terminate()
+        fd = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+        os.close(fd)
+        with pytest.raises(XProcessError, match=re.escape(str(tiny_disk / ".xprocess"))) as excinfo:
+            xp.ensure("full", Good)
+        assert "No space left" in str(excinfo.value)
+        control = tiny_disk / ".xprocess" / "full"
+        assert not any(p.name.startswith(("state", ".state")) for p in control.iterdir())
+        assert ours_still_running(tiny_disk) == []
+
+
+def test_read_only_state_dir_is_a_clear_error(tiny_disk):
+    with XProcess(None, tiny_disk) as xp:
+        xp.ensure("warmup", Good)
+        xp.getinfo("warmup").terminate()
+        subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+        with pytest.raises(XProcessError, match=re.escape(str(tiny_disk / ".xprocess" / "ro"))) as excinfo:
+            xp.ensure("ro", Good)
+        assert "Read-only file system" in str(excinfo.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -337,3 +338,46 @@ def test_child_processes_are_in_their_own_session(project):
     import os
 
     assert os.getsid(pid) == pid
+
+
+def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
+    """The record points at an unrelated process that got the pid: it is neither shown LIVE nor signalled."""
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        info = XProcessInfo(project.path / ".xprocess", "srv")
+        info.terminate()
+        state = info._state()
+        state.update(pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time() - 100)
+        info.statepath.write_text(json.dumps(state) + "\n")
+        project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"{stranger.pid} srv DEAD *"])
+        kill = project.runpytest_subprocess("--xkill")
+        kill.stdout.fnmatch_lines([f"{stranger.pid} srv NO PROCESS FOUND"])
+        assert stranger.poll() is None
+        result = project.runpytest_subprocess()  # and the next run starts its own
+        result.stdout.fnmatch_lines(["srv: restarted in * s (its pid * now belongs to another process)"])
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_reports_under_xdist(pytester_xp):
+    code = "import time\nprint('booted', flush=True)\nwhile True: print('tick', flush=True); time.sleep(0.02)"
+    pytester_xp.makeconftest(conftest_source(None, code=code).replace('pattern = "ready"', 'pattern = "booted"'))
+    pytester_xp.makepyfile(
+        """
+        import time
+        def test_ok(srv):
+            time.sleep(0.1)
+        def test_fails(srv):
+            time.sleep(0.1)
+            assert 0
+        """
+    )
+    result = pytester_xp.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert out.count(" xprocess srv log ") == 1
+    assert "tick" in out[out.index(" xprocess srv log ") :]
+    assert out.count("srv: started in") == 1
