@@ -492,7 +492,7 @@ class XProcess:
         self._children: list[subprocess.Popen[bytes]] = []
         self._logfiles: list[IO[str]] = []
         self._used: dict[str, list[Any]] = {}  # name -> [logpath, log offset at the current test's start]
-        self._inotify: _Inotify | None = None
+        self._waker: _Waker | None = None
 
     def __enter__(self) -> XProcess:
         return self
@@ -584,11 +584,12 @@ class XProcess:
             env.setdefault("PYTHONUNBUFFERED", "1")  # the commonest "it hangs": a Python child buffering
         env[MARKER_ENV] = token
         started = time.monotonic()
-        if self._inotify is None:
-            self._inotify = _Inotify()
-        with _Events(self._inotify) as events:
-            with open(info.logpath, "wb") as logfile:
-                events.watch_log(info.logpath)  # before the child can write: no write is missed
+        if self._waker is None:
+            self._waker = _Waker()
+        events = self._waker
+        logfile = open(info.logpath, "wb")  # noqa: SIM115 - it must exist before it can be watched
+        with events.watching(info.logpath):
+            with logfile:
                 popen = subprocess.Popen(
                     launch.args,
                     cwd=launch.cwd,
@@ -716,9 +717,9 @@ class XProcess:
                 # warning, when the Popen object is collected, that it "is still running".
                 popen.returncode = 0
         self._children.clear()
-        if self._inotify is not None:
-            self._inotify.close()
-            self._inotify = None
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
 
 
 def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool) -> str:
@@ -779,64 +780,48 @@ def _rotate_logs(logpath: Path, keep: int) -> None:
             os.replace(older, newer)
 
 
-class _Inotify:
-    """One inotify instance per session, to learn at once that a log was written (Linux).
+class _Waker:
+    """Wakes the wait loop when a log grows (inotify) or a child exits (pidfd), both on Linux;
+    elsewhere waits are cut to short sleeps.
 
-    Closing an instance waits for an RCU grace period (up to ~16 ms seen here), so it lives
-    until the session ends instead of ending with each wait; watches come and go cheaply.
+    One per session: closing an inotify instance waits for an RCU grace period (up to ~16 ms
+    seen here), so it lives until the session ends, while watches come and go cheaply.
     """
 
     def __init__(self) -> None:
-        self.fd: int | None = None
+        import select
+
+        self._poll = select.poll()
+        self._inotify: int | None = None
+        self._watch: int | None = None
+        self._pidfd: int | None = None
         if sys.platform.startswith("linux"):
             import ctypes
 
             with contextlib.suppress(OSError, AttributeError):
                 self._libc = ctypes.CDLL(None, use_errno=True)
                 fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-                self.fd = fd if fd >= 0 else None
+                if fd >= 0:
+                    self._inotify = fd
+                    self._poll.register(fd, select.POLLIN)
 
-    def add(self, path: Path) -> int | None:
-        if self.fd is None:
-            return None
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), 0x2)  # IN_MODIFY
-        return int(wd) if wd >= 0 else None
-
-    def remove(self, wd: int) -> None:
-        self._libc.inotify_rm_watch(self.fd, wd)
-
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):  # type: ignore[arg-type]
-                pass
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-class _Events:
-    """Wakes the wait loop when the log grows (inotify) or the child exits (pidfd).
-
-    Where the OS offers neither (not Linux), waits are cut to short sleeps instead.
-    """
-
-    def __init__(self, inotify: _Inotify) -> None:
-        import select
-
-        self._inotify = inotify
-        self._poll = select.poll()
-        self._watch: int | None = None
-        self._pidfd: int | None = None
-
-    def watch_log(self, path: Path) -> None:
-        import select
-
-        self._watch = self._inotify.add(path)
-        if self._watch is not None:
-            self._inotify.drain()  # events of earlier watches would only wake us for nothing
-            self._poll.register(self._inotify.fd, select.POLLIN)  # type: ignore[arg-type]
+    @contextlib.contextmanager
+    def watching(self, logpath: Path) -> Iterator[None]:
+        """Watch ``logpath`` (before the child can write to it) and, once known, the child."""
+        if self._inotify is not None:
+            wd = self._libc.inotify_add_watch(self._inotify, os.fsencode(logpath), 0x2)  # IN_MODIFY
+            self._watch = wd if wd >= 0 else None
+            self._drain()  # events of earlier watches would only wake us for nothing
+        try:
+            yield
+        finally:
+            if self._watch is not None:
+                self._libc.inotify_rm_watch(self._inotify, self._watch)
+                self._watch = None
+            if self._pidfd is not None:
+                self._poll.unregister(self._pidfd)
+                os.close(self._pidfd)
+                self._pidfd = None
 
     def watch_exit(self, pid: int) -> None:
         import select
@@ -849,17 +834,18 @@ class _Events:
         if self._watch is None or self._pidfd is None:  # a write or an exit would go unnoticed
             timeout = min(timeout, _POLL)
         for fd, _ in self._poll.poll(max(0.0, timeout) * 1000 + 0.5):
-            if fd == self._inotify.fd:
-                self._inotify.drain()
+            if fd == self._inotify:
+                self._drain()
 
-    def __enter__(self) -> _Events:
-        return self
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._inotify, 65536):  # type: ignore[arg-type]
+                pass
 
-    def __exit__(self, *exc: object) -> None:
-        if self._watch is not None:
-            self._inotify.remove(self._watch)
-        if self._pidfd is not None:
-            os.close(self._pidfd)
+    def close(self) -> None:
+        if self._inotify is not None:
+            os.close(self._inotify)
+            self._inotify = None
 
 
 class _LogReader:
@@ -929,7 +915,7 @@ def _exit_status(pid: int) -> int | None:
 
 
 def _wait_ready(
-    info: XProcessInfo, launch: _Launch, pid: int, events: _Events, started: float, deadline: float
+    info: XProcessInfo, launch: _Launch, pid: int, events: _Waker, started: float, deadline: float
 ) -> tuple[re.Match[str] | None, int]:
     """Wait until the new process is ready: its pattern in a whole line and its check true.
 

@@ -139,6 +139,42 @@ def test_keyboard_interrupt_during_wait_terminates_the_half_started_tree(xp):
     assert not xprocess._find_ours({"ctrlc": info._state()}, tree=True)["ctrlc"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify and pidfd are Linux's")
+def test_the_wait_sleeps_on_events_not_on_a_timer(xp, monkeypatch):
+    """On Linux each wait watches the log and the child: a write or an exit wakes it at once."""
+    seen = []
+    original = xprocess._Waker.wait
+
+    def spy(self, timeout):
+        seen.append((self._watch, self._pidfd))
+        original(self, timeout)
+
+    monkeypatch.setattr(xprocess._Waker, "wait", spy)
+    xp.ensure("evented", starter("import time; time.sleep(0.3); print('ready', flush=True); time.sleep(600)"))
+    assert seen and all(watch is not None and pidfd is not None for watch, pidfd in seen)
+
+
+def test_waker_is_woken_by_a_write_and_by_an_exit(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("inotify and pidfd are Linux's")
+    log = tmp_path / "log"
+    log.write_bytes(b"")
+    waker = xprocess._Waker()
+    try:
+        with waker.watching(log):
+            assert waker._poll.poll(0) == []
+            with open(log, "ab") as f:
+                f.write(b"line\n")
+            assert [fd for fd, _ in waker._poll.poll(0)] == [waker._inotify]
+            waker.wait(0)  # drains
+            child = subprocess.Popen(["true"])
+            waker.watch_exit(child.pid)
+            child.wait()
+            assert [fd for fd, _ in waker._poll.poll(0)] == [waker._pidfd]
+    finally:
+        waker.close()
+
+
 # --- readiness: whole lines ---
 
 
