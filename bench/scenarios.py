@@ -23,6 +23,7 @@ IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "5"))
 DEEP_LINES = int(os.environ.get("BENCH_DEEP_LINES", "200000"))
 WARM_MB = int(os.environ.get("BENCH_WARM_MB", "100"))
 XKILL_COUNT = int(os.environ.get("BENCH_XKILL_COUNT", "20"))
+XKILL_STUBBORN = int(os.environ.get("BENCH_XKILL_STUBBORN", "2"))  # of them ignore SIGTERM
 
 # The ready line carries the child's time.monotonic() (one clock for all processes on Linux).
 READY = "print('ready', repr(time.monotonic()), flush=True)"
@@ -118,10 +119,10 @@ def test_early_exit(xp, repeat):
 
 
 def test_xkill_setup(xprocess):
-    """Leaves XKILL_COUNT processes running (the first two ignore SIGTERM) for a timed --xkill."""
+    """Leaves XKILL_COUNT processes running (XKILL_STUBBORN ignore SIGTERM) for a timed --xkill."""
     ignore = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     for i in range(XKILL_COUNT):
-        code = f"{ignore if i < 2 else ''}import time; {READY}; {SLEEP}"
+        code = f"{ignore if i < XKILL_STUBBORN else ''}import time; {READY}; {SLEEP}"
         xprocess.ensure(f"k{i:02d}", starter(code))
 
 
