@@ -518,9 +518,9 @@ class XProcess:
         try:
             launch = _launch(name, starter, info.controldir, self)
         except Exception:
-            if created:  # bad input changes nothing
+            for path in reversed(created):  # bad input changes nothing
                 with contextlib.suppress(OSError):
-                    info.controldir.rmdir()
+                    path.rmdir() if path.is_dir() else path.unlink()
             raise
         deadline = time.monotonic() + launch.timeout
         # Under the lock, a caller that finds another session starting the process waits for it.
@@ -539,16 +539,19 @@ class XProcess:
                 log.warning("xprocess %r: ended processes left by a start whose state was lost", name)
             return self._start(info, launch, persist_logs, deadline, why)
 
-    def _make_dirs(self, info: XProcessInfo) -> bool:
-        """Create the state and control directories; return whether the control one is new."""
+    def _make_dirs(self, info: XProcessInfo) -> list[Path]:
+        """Create the state and control directories as needed; return what was created."""
+        created = []
         try:
             if not self.statedir.is_dir():
                 self.statedir.mkdir(parents=True, exist_ok=True)
+                created.append(self.statedir)
                 (self.statedir / ".gitignore").write_text("*\n")
-            if info.controldir.is_dir():
-                return False
-            info.controldir.mkdir(exist_ok=True)
-            return True
+                created.append(self.statedir / ".gitignore")
+            if not info.controldir.is_dir():
+                info.controldir.mkdir(exist_ok=True)
+                created.append(info.controldir)
+            return created
         except OSError as exc:
             raise XProcessError(
                 f"xprocess cannot create {exc.filename or info.controldir}: {exc.strerror or exc} "
@@ -1057,17 +1060,18 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     except (ValueError, LookupError) as exc:
         print(f"xprocess: {exc}", file=sys.stderr)
         return pytest.ExitCode.USAGE_ERROR
+    if not infos:
+        print(f"no processes recorded in {xp.statedir}")
     if kill is not None:
-        states = {info.name: info._state() for info in infos}
+        # unreadable state: what the name left running is still found by its marker
+        states = {info.name: info._state() or {"token": info._marker} for info in infos}
         results = _terminate(states, TERMINATE_TIMEOUT)
         words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
         for name, state in states.items():
-            print(f"{state['pid'] if state else '-'} {name} {words[results[name]]}")
+            print(f"{state.get('pid', '-')} {name} {words[results[name]]}")
         return 1 if -1 in results.values() else 0
     for info in infos:
         print(_show_line(info))
-    if not infos:
-        print(f"no processes recorded in {xp.statedir}")
     return 0
 
 

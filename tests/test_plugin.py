@@ -381,3 +381,14 @@ def test_reports_under_xdist(pytester_xp):
     assert out.count(" xprocess srv log ") == 1
     assert "tick" in out[out.index(" xprocess srv log ") :]
     assert out.count("srv: started in") == 1
+
+
+def test_xkill_ends_a_server_whose_state_is_garbage(project):
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+    pid = recorded_pid(project)
+    (project.path / ".xprocess" / "srv" / "state.jsonl").write_text("garbage")
+    kill = project.runpytest_subprocess("--xkill")
+    assert kill.ret == 0
+    kill.stdout.fnmatch_lines(["- srv TERMINATED"])
+    kill.stderr.fnmatch_lines(["*state.jsonl is not valid JSON lines*"])
+    assert not alive(pid)
