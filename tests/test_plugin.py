@@ -271,7 +271,8 @@ def test_two_concurrent_sessions_share_one_process(pytester_xp):
 # --- interrupts ---
 
 
-def test_terminate_on_interrupt(pytester_xp):
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_terminate_on_interrupt(pytester_xp, xdist):
     pytester_xp.makeconftest(
         conftest_source(None, names=("flagged", "kept")).replace(
             "return xprocess.ensure('flagged', Starter)", "return xprocess.ensure('flagged', Flagged)"
@@ -279,7 +280,7 @@ def test_terminate_on_interrupt(pytester_xp):
         + "\nclass Flagged(Starter):\n    terminate_on_interrupt = True\n"
     )
     pytester_xp.makepyfile("def test_a(flagged, kept):\n    raise KeyboardInterrupt\n")
-    result = pytester_xp.runpytest_subprocess()
+    result = pytester_xp.runpytest_subprocess(*xdist)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert not alive(recorded_pid(pytester_xp, "flagged"))
     assert alive(recorded_pid(pytester_xp, "kept"))
