@@ -130,7 +130,7 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
     (empty / "pytest.ini").write_text("[pytest]\n")
     cpu: dict[str, list[float]] = {"with": [], "without": []}
     wall: dict[str, list[float]] = {"with": [], "without": []}
-    for i in range(3 if smoke else 40):
+    for i in range(3 if smoke else 80):
         for key, extra in (("with", []), ("without", ["-p", "no:xprocess"]))[:: 1 if i % 2 else -1]:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
