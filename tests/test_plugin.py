@@ -101,7 +101,8 @@ def test_xshow_with_nothing_recorded(pytester_xp):
     result.stdout.fnmatch_lines(["no processes recorded in *.xprocess"])
 
 
-def test_failed_test_report_shows_the_log_lines_written_during_it(pytester_xp):
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_failed_test_report_shows_the_log_lines_written_during_it(pytester_xp, xdist):
     code = "import time, itertools\nprint('booted', flush=True)\n" + (
         "for i in itertools.count(): print('tick', i, flush=True); time.sleep(0.02)"
     )
@@ -116,12 +117,15 @@ def test_failed_test_report_shows_the_log_lines_written_during_it(pytester_xp):
             assert 0
         """
     )
-    result = pytester_xp.runpytest_subprocess()
+    result = pytester_xp.runpytest_subprocess(*xdist)
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
     section = out[out.index(" xprocess srv log ") :]
-    assert "tick" in section and "booted" not in section
+    assert "tick" in section
+    if not xdist:  # serially, test_ok started it: its start-up lines are not test_fails' lines
+        assert "booted" not in section
     assert out.count(" xprocess srv log ") == 1  # the passing test has none
+    assert out.count("srv: started in") == 1  # the summary once, also under xdist
 
 
 def test_compatible_with_a_pytest_xprocess_1_conftest(pytester_xp):
@@ -361,27 +365,6 @@ def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
     finally:
         stranger.kill()
         stranger.wait()
-
-
-def test_reports_under_xdist(pytester_xp):
-    code = "import time\nprint('booted', flush=True)\nwhile True: print('tick', flush=True); time.sleep(0.02)"
-    pytester_xp.makeconftest(conftest_source(None, code=code).replace('pattern = "ready"', 'pattern = "booted"'))
-    pytester_xp.makepyfile(
-        """
-        import time
-        def test_ok(srv):
-            time.sleep(0.1)
-        def test_fails(srv):
-            time.sleep(0.1)
-            assert 0
-        """
-    )
-    result = pytester_xp.runpytest_subprocess("-n", "2")
-    result.assert_outcomes(passed=1, failed=1)
-    out = result.stdout.str()
-    assert out.count(" xprocess srv log ") == 1
-    assert "tick" in out[out.index(" xprocess srv log ") :]
-    assert out.count("srv: started in") == 1
 
 
 def test_xkill_ends_a_server_whose_state_is_garbage(project):
