@@ -84,6 +84,16 @@ class Plugin:
 
     def clean(self) -> None:
         self.xkill()
+        # pytest-xprocess under xdist starts duplicates it does not record, which --xkill cannot
+        # reach: kill whatever still runs in this scratch project
+        import psutil
+
+        for proc in psutil.process_iter():
+            try:
+                if Path(proc.cwd()).is_relative_to(self.project):
+                    proc.kill()
+            except (psutil.Error, OSError):
+                continue
         for state in (self.project / ".xprocess", self.project / ".pytest_cache"):
             shutil.rmtree(state, ignore_errors=True)
 
