@@ -102,7 +102,7 @@ class StartupTimeoutError(XProcessError, TimeoutError):
 
 
 class XProcessWarning(UserWarning):
-    """Recorded state could not be read or a process could not be cleaned up; the run goes on."""
+    """Recorded state could not be read: the process counts as not running and the run goes on."""
 
 
 # --- the library ---
