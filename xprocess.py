@@ -625,6 +625,8 @@ class XProcess:
                     info.terminate(timeout=2.0)
                 else:  # the state never got written: the child is all we know of
                     popen.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        popen.wait(5)  # reaped now, not left a zombie until the session ends
                 popen.poll()
                 raise
         self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started)
