@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -340,8 +341,6 @@ def test_child_processes_are_in_their_own_session(project):
     project.runpytest_subprocess().assert_outcomes(passed=1)
     pid = recorded_pid(project)
     assert psutil.Process(pid).ppid() != 0
-    import os
-
     assert os.getsid(pid) == pid
 
 
