@@ -8,11 +8,14 @@ PYTEST_DONT_REWRITE: no asserts here, so pytest need not rewrite (re-compile) it
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import logging
 import os
 import re
 import signal
+import stat
 import sys
 import time
 import warnings
@@ -25,7 +28,6 @@ import pytest
 if TYPE_CHECKING:
     import subprocess
 
-    import psutil
 
 # psutil, subprocess, select and hashlib are imported where they are used: a pytest run that never
 # starts a process should not pay for them (the plugin is loaded into every run).
@@ -48,8 +50,8 @@ STATE_NAME = "state.jsonl"
 LOCK_NAME = "lock"
 KEPT_LOGS = 5  # logs of earlier starts kept beside the current one (xprocess.log.1 is the newest)
 TERMINATE_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
-STATE_VERSION = 1
-MARKER_ENV = "XPROCESS_ID"  # "<project key>:<name>:<start id>" in every started process and its descendants
+STATE_VERSION = 2
+MARKER_ENV = "XPROCESS_ID"  # "<key of project and name>:<start id>" in every started process and its descendants
 STOP_ENV = "XPROCESS_STOP"
 
 _TAIL_LINES = 20  # log lines quoted in an error
@@ -57,10 +59,13 @@ _REPORT_LINES = 50  # log lines added to a failed test's report
 _REPORT_BYTES = 64 * 1024
 _CHUNK = 256 * 1024  # log bytes read at a time
 _MAX_LINE = 1024 * 1024  # longer lines are cut to this many bytes before matching
+_ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are not ours to reap
 _PAUSE = 0.1  # a last line without its newline is matched once output paused this long
 _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or a child's exit
-_CLOCK_SLACK = 1.0  # start times may differ by the jitter of the boot time they derive from
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}\Z")
+_MAX_STATE = 1024 * 1024  # a state file is a few hundred bytes; more is garbage
+_TOKEN_RE = re.compile(r"[0-9a-f]{16}:[0-9a-f]{16}\Z")  # a marker: key of project and name, start id
+_MARKER_PREFIX = MARKER_ENV.encode() + b"="
+_PROC_FS = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 # Popen arguments the plugin must own: the log redirection, no shell, its own session, the env.
 _OWNED_POPEN_KWARGS = frozenset({"args", "stdout", "stderr", "shell", "env", "start_new_session", "process_group"})
 
@@ -128,12 +133,13 @@ class ProcessStarter:
 
 
 class _Launch(NamedTuple):
-    """A starter's settings, checked and normalised."""
+    """A starter's settings, read once and checked."""
 
     args: list[str]
     env: dict[str, str] | None
     cwd: Path
     pattern: re.Pattern[str] | None
+    pattern_from: Any  # the starter, when its pattern is a property read after the spawn
     check: Callable[[], Any] | None
     timeout: float
     max_read_lines: int | None
@@ -144,26 +150,54 @@ class _Launch(NamedTuple):
         """A digest per part of what was started; a changed part means a restart."""
         import hashlib
 
-        parts = {"args": self.args, "env": self.env, "cwd": str(self.cwd)}
+        pattern = (self.pattern.pattern, self.pattern.flags) if self.pattern else None
+        parts = {
+            "args": self.args,
+            "env": self.env,
+            "cwd": str(self.cwd),
+            "popen_kwargs": self.popen_kwargs,
+            "pattern": "(a property)" if self.pattern_from is not None else pattern,
+        }
         return {
-            key: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+            key: hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:16]
             for key, value in parts.items()
         }
 
+    def read_pattern(self, name: str) -> _Launch:
+        """With the pattern a property, read it now (the process runs) and check it."""
+        if self.pattern_from is None:
+            return self
+        pattern = _check_pattern(f"xprocess {name!r}", self.pattern_from.pattern)
+        if pattern is None and self.check is None:
+            raise TypeError(f"xprocess {name!r}: the starter needs a pattern or a startup_check method")
+        return self._replace(pattern=pattern)
+
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    """``name`` if it can be one directory name under ``.xprocess/``, else ``ValueError``."""
+    try:
+        raw = os.fsencode(name) if isinstance(name, str) else b""
+    except UnicodeError:
+        raw = b""
+    if not 0 < len(raw) <= 200 or raw[:1] in (b".", b"-") or any(c in raw for c in b"/\\\0"):
         raise ValueError(
-            f"invalid xprocess name {name!r}: use letters, digits, '_', '-' and '.', not starting with '.' or '-'"
+            f"invalid xprocess name {name!r}: it must be one directory name: not empty, at most 200 bytes "
+            "in UTF-8, without '/', '\\' or NUL, not starting with '.' or '-'"
         )
-    return name
+    return name  # type: ignore[return-value]
 
 
 def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _Launch:
     """Turn a ``preparefunc(cwd)`` or a ``ProcessStarter`` into a checked :class:`_Launch`.
 
+    Called under the per-name lock, once per start, before anything is stopped or spawned: a
+    starter whose properties do work (create a cluster, pick a port) does it once. A ``pattern``
+    that is a property is left for :meth:`_Launch.read_pattern`, after the spawn.
+
     :raises TypeError, ValueError, FileNotFoundError: naming the bad value; nothing was started.
     """
+    import inspect
+
     where = f"xprocess {name!r}"
     if isinstance(starter, type) and issubclass(starter, ProcessStarter):
         s: Any = starter(control_dir, process)
@@ -202,23 +236,24 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     owned = sorted(_OWNED_POPEN_KWARGS.intersection(kwargs))
     if owned:
         raise ValueError(f"{where}: popen_kwargs may not set {', '.join(owned)}: the plugin owns them")
-    kwargs = dict(kwargs)
-    cwd = Path(kwargs.pop("cwd", None) or control_dir)
+    kwargs = {"stdin": _devnull(), **kwargs}
+    try:  # an unknown keyword fails here, not in Popen after the old process was stopped
+        inspect.signature(_popen_class()).bind(argv, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{where}: popen_kwargs {dict(s.popen_kwargs)!r}: {exc}") from None
+    cwd = Path(control_dir, os.fspath(kwargs.pop("cwd", None) or control_dir)).resolve()
+    if not cwd.is_dir():
+        raise FileNotFoundError(f"{where}: its working directory {str(cwd)!r} does not exist")
 
-    pattern = s.pattern
-    if isinstance(pattern, str):
-        try:
-            pattern = re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"{where}: invalid pattern {s.pattern!r}: {exc}") from None
-    elif pattern is not None and not (isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str)):
-        raise TypeError(f"{where}: pattern must be a str regex or None, got {pattern!r}")
+    # A property (pytest-xprocess 0.x read it once the process ran) is read after the spawn.
+    deferred = isinstance(s, ProcessStarter) and _is_descriptor(type(s), "pattern")
+    pattern = None if deferred else _check_pattern(where, s.pattern)
     check = getattr(s, "startup_check", None)
-    if pattern is None and check is None:
+    if pattern is None and not deferred and check is None:
         raise TypeError(f"{where}: the starter needs a pattern or a startup_check method to know when it is ready")
 
     timeout = s.timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
     max_lines = s.max_read_lines
     if max_lines is not None and (isinstance(max_lines, bool) or not isinstance(max_lines, int) or max_lines < 1):
@@ -226,7 +261,41 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
 
     if "executable" not in kwargs:
         _check_executable(where, argv[0], cwd, env)
-    return _Launch(argv, env, cwd, pattern, check, float(timeout), max_lines, kwargs, bool(s.terminate_on_interrupt))
+    return _Launch(
+        argv, env, cwd, pattern, s if deferred else None, check, float(timeout), max_lines, kwargs,
+        bool(s.terminate_on_interrupt),
+    )  # fmt: skip
+
+
+def _is_descriptor(cls: type, attr: str) -> bool:
+    """Whether ``cls.attr`` is computed when read (a property, ``cached_property``, ...)."""
+    import inspect
+
+    value = inspect.getattr_static(cls, attr, None)
+    return hasattr(type(value), "__get__") and not isinstance(value, (str, re.Pattern, type(None)))
+
+
+def _check_pattern(where: str, pattern: object) -> re.Pattern[str] | None:
+    if isinstance(pattern, str):
+        try:
+            return re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{where}: invalid pattern {pattern!r}: {exc}") from None
+    if pattern is None or (isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str)):
+        return pattern
+    raise TypeError(f"{where}: pattern must be a str regex or None, got {pattern!r}")
+
+
+def _devnull() -> int:
+    import subprocess
+
+    return subprocess.DEVNULL
+
+
+def _popen_class() -> type:
+    import subprocess
+
+    return subprocess.Popen
 
 
 def _check_executable(where: str, exe: str, cwd: Path, env: Mapping[str, str] | None) -> None:
@@ -240,174 +309,401 @@ def _check_executable(where: str, exe: str, cwd: Path, env: Mapping[str, str] | 
         raise FileNotFoundError(f"{where}: executable {exe!r} not found on PATH")
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
-    """The recorded state, or None (with a warning if it exists but cannot be used).
+# --- state on disk ---
+
+
+def _read_state(path: Path, key: str) -> dict[str, Any] | None:
+    """The recorded state, or None (with a warning if it exists but cannot be trusted or used).
 
     The file holds JSON lines: the start record, then updates (readiness) appended to it. A last
     line without its newline is an append in progress, or cut short by a crash: it is ignored.
+    It is trusted only if it is a regular file (not a link) owned by this user and not writable
+    by others, and its marker names this project directory and name (``key``).
     """
+    problem = ""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        problem = f"cannot be read ({exc})"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc}; a symbolic link is refused)"
     else:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                problem = "is not a regular file"
+            elif st.st_uid != os.geteuid() or st.st_mode & 0o002:
+                problem = f"belongs to uid {st.st_uid} or is writable by others: not trusted (remove it)"
+            else:
+                text = os.read(fd, _MAX_STATE).decode("utf-8")
+        except (OSError, ValueError) as exc:
+            problem = f"cannot be read ({exc})"
+        finally:
+            os.close(fd)
+    if not problem:
+        state: Any = None
         try:
             state = json.loads(text.partition("\n")[0])
             for line in text.split("\n")[1:-1]:
                 state.update(json.loads(line))
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            state = None
+        token = state.get("token") if isinstance(state, dict) else None
+        if not isinstance(state, dict):
             problem = "is not valid JSON lines (empty, truncated or garbage)"
+        elif isinstance(state.get("version"), int) and state["version"] > STATE_VERSION:
+            problem = f"was written by a newer xprocess (format {state['version']})"
+        elif not (
+            state.get("version") == STATE_VERSION
+            and type(state.get("pid")) is int
+            and 1 < state["pid"] < 2**31
+            and isinstance(state.get("start"), str)
+            and isinstance(token, str)
+            and _TOKEN_RE.match(token)
+            and isinstance(state.get("fingerprint"), dict)
+        ):
+            problem = "does not hold a recorded process"
+        elif not token.startswith(key):
+            problem = "was recorded by another project directory (a copy?): its process is not this project's"
         else:
-            version = state.get("version") if isinstance(state, dict) else None
-            if isinstance(version, int) and version > STATE_VERSION:
-                problem = f"was written by a newer xprocess (format {version})"
-            elif (
-                version == STATE_VERSION
-                and isinstance(state.get("pid"), int)
-                and isinstance(state.get("create_time"), (int, float))
-                and isinstance(state.get("token"), str)
-                and isinstance(state.get("fingerprint"), dict)
-            ):
-                return state  # type: ignore[no-any-return]
-            else:
-                problem = "does not hold a recorded process"
+            return state
     warnings.warn(XProcessWarning(f"{path} {problem}; treating the process as not running"), stacklevel=3)
     return None
 
 
-def _write_state(path: Path, state: dict[str, Any], append: bool = False) -> None:
+def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | None = None) -> None:
     """Replace the state file atomically (readers see the old or the new one, never half), or
-    append an update as one line (readers ignore it until it is whole).
+    append ``update`` to it as one line (readers ignore it until it is whole).
 
     Appending keeps the ready transition cheap: replacing a file frees the old one's blocks,
-    which costs a quarter of a millisecond on a disk mounted with ``discard``.
+    which costs a quarter of a millisecond on a disk mounted with ``discard``. Neither follows
+    a symbolic link planted in the file's place: an append refuses it, a replacement replaces it.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if append:  # one write(2) of one line: whole, or (after a crash) ignored by readers
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        if update is not None:
+            try:  # one write(2) of one line: whole, or (after a crash) ignored by readers
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                return _write_state(path, {**state, **update})
             try:
-                os.write(fd, (json.dumps(state) + "\n").encode())
+                os.write(fd, (json.dumps(update) + "\n").encode())
             finally:
                 os.close(fd)
-        else:
-            tmp.write_text(json.dumps(state) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, (json.dumps(state) + "\n").encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise XProcessError(
             f"xprocess cannot write its state {path}: {exc.strerror or exc} (free some space or make it writable)"
         ) from exc
+    return None
 
 
-def _recorded(state: dict[str, Any]) -> tuple[psutil.Process | None, bool]:
-    """The recorded process if it still runs, and whether its pid now belongs to another one."""
+# --- which processes are ours ---
+#
+# A process is ours when the plugin started it for this name in this project, or it descends from
+# one that was. The recorded process is proven by its pid *and* its exact start (clock ticks since
+# boot, with the boot id), by its marker (``XPROCESS_ID``) when its environment still shows one,
+# and otherwise by its owner; every caller asks :func:`_owned`, and :func:`_find_ours` adds its
+# descendants, its session and the processes carrying a marker of the name. Never pid 1, this
+# process or its ancestors.
+
+
+class _Proc(NamedTuple):
+    pid: int
+    start: str  # with the pid, the identity of a process: a recycled pid has another start
+    ppid: int
+    sid: int
+    zombie: bool
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _proc(pid: int) -> _Proc | None:
+    """A snapshot of process ``pid``, or None if there is none (or it cannot be seen)."""
+    if _PROC_FS:
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        fields = data[data.rfind(b")") + 2 :].split()
+        try:  # state, ppid, pgrp, session, ... starttime (fields 3, 4, 5, 6 and 22 of proc(5))
+            return _Proc(pid, f"{_boot_id()}:{int(fields[19])}", int(fields[1]), int(fields[3]), fields[0] == b"Z")
+        except (IndexError, ValueError):
+            return None
     import psutil
 
     try:
-        proc = psutil.Process(state["pid"])
-        same = abs(proc.create_time() - state["create_time"]) < _CLOCK_SLACK
-    except psutil.Error:
-        return None, False
-    return (proc, False) if same else (None, True)
+        p = psutil.Process(pid)
+        with p.oneshot():
+            zombie = p.status() == psutil.STATUS_ZOMBIE
+            return _Proc(pid, repr(p.create_time()), p.ppid(), 0 if zombie else os.getsid(pid), zombie)
+    except (psutil.Error, OSError):
+        return None
 
 
-def _alive(proc: psutil.Process) -> bool:
+def _pids() -> list[int]:
+    if _PROC_FS:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
     import psutil
 
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    return psutil.pids()
 
 
-def _find_ours(states: Mapping[str, dict[str, Any] | None], tree: bool) -> dict[str, list[psutil.Process]]:
-    """Every live process that belongs to each recorded state.
+def _marker_of(pid: int) -> str | None:
+    """The ``XPROCESS_ID`` in ``pid``'s environment: "" when it shows none, None when unreadable.
 
-    Ours are: the recorded process, if pid and start time still match; with ``tree``, its
-    descendants, the members of the session it leads (it was started in a new one) and any
-    process carrying its marker in the environment (a daemon that left the session). A state
-    of just ``{"token": "<project key>:<name>:"}`` finds every process of that name and
-    project: what earlier starts left when their state was lost. Never this process or its
-    ancestors.
+    Servers that set their process title (Redis, PostgreSQL's workers) overwrite the memory the
+    environment is read from: they show none.
     """
+    if _PROC_FS:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        at = data.find(b"\0" + _MARKER_PREFIX)
+        if at < 0 and not data.startswith(_MARKER_PREFIX):
+            return ""
+        value = data[at + 1 + len(_MARKER_PREFIX) :] if at >= 0 else data[len(_MARKER_PREFIX) :]
+        return value.split(b"\0", 1)[0].decode("ascii", "replace")
     import psutil
 
-    found: dict[str, dict[int, psutil.Process]] = {name: {} for name in states}
-    sessions: dict[int, str] = {}
-    tokens: dict[str, str] = {}
-    for name, state in states.items():
-        if state is None:
-            continue
-        proc = _recorded(state)[0] if "pid" in state else None
-        if proc is not None:
-            found[name][proc.pid] = proc
-            if tree:
-                sessions[proc.pid] = name
-                with contextlib.suppress(psutil.Error):
-                    found[name].update((c.pid, c) for c in proc.children(recursive=True))
-        if tree:
-            tokens[state["token"]] = name
-    if tokens:
-        me = psutil.Process()
-        exempt = {me.pid, *(p.pid for p in me.parents())}
-        for proc in psutil.process_iter():
-            if proc.pid in exempt:
-                continue
-            try:
-                owner = sessions.get(os.getsid(proc.pid))
-                if owner is None:
-                    marker = proc.environ().get(MARKER_ENV, "")
-                    owner = tokens.get(marker) or tokens.get(marker[: marker.rfind(":") + 1])
-            except (OSError, psutil.Error):
-                continue
+    try:
+        return psutil.Process(pid).environ().get(MARKER_ENV, "")
+    except (psutil.Error, OSError):
+        return None
+
+
+def _uid(pid: int) -> int | None:
+    """The real user id of ``pid``."""
+    if _PROC_FS:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                status = f.read()
+            return int(status[status.index(b"\nUid:") + 5 :].split(None, 1)[0])
+        except (OSError, ValueError):
+            return None
+    import psutil
+
+    try:
+        return psutil.Process(pid).uids().real
+    except psutil.Error:
+        return None
+
+
+def _exempt() -> frozenset[int]:
+    """Pids never signalled: init, this process and its ancestors (a state may name them)."""
+    pids = {0, 1, os.getpid()}
+    pid = os.getppid()
+    while pid not in pids:
+        pids.add(pid)
+        proc = _proc(pid)
+        if proc is None:
+            break
+        pid = proc.ppid
+    return frozenset(pids)
+
+
+def _owned(state: Mapping[str, Any] | None) -> tuple[_Proc | None, str]:
+    """The recorded process if it is proven to be the one recorded (alive or a zombie), else
+    None and why not: the one answer to "is this process ours?" that every caller uses.
+
+    ``state`` was checked by :func:`_read_state` (its marker names this project and name).
+    """
+    if not state or "pid" not in state:
+        return None, "nothing was recorded"
+    pid = state["pid"]
+    proc = _proc(pid)
+    if proc is None:
+        return None, "it had stopped"
+    if proc.start != state["start"] or pid in _exempt():
+        return None, f"its pid {pid} now belongs to another process"
+    marker = _marker_of(pid)
+    if marker:
+        if marker != state["token"]:
+            return None, f"its pid {pid} now belongs to another process (another XPROCESS_ID)"
+    elif _uid(pid) != os.getuid():  # no marker to prove it: the same start and our user must
+        return None, f"its pid {pid} now belongs to another user's process"
+    return proc, ""
+
+
+def _find_ours(targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], tree: bool) -> dict[str, list[_Proc]]:
+    """The live processes of each name: ``{name: (key, state)}``, ``key`` being the marker prefix
+    of the name in this project, ``state`` what :func:`_read_state` trusted (or None).
+
+    Ours are: the recorded process if :func:`_owned` proves it; with ``tree``, its descendants
+    and the members of the session it leads (it was started in a new one), and every process
+    whose marker carries ``key``: daemons that left the session, and what earlier starts of the
+    name left behind when their state was lost (a killed pytest, a failed write, a deleted
+    ``.xprocess``). Never this process or its ancestors.
+    """
+    found: dict[str, dict[int, _Proc]] = {name: {} for name in targets}
+    roots = {}
+    for name, (_, state) in targets.items():
+        root = _owned(state)[0]
+        if root is not None:
+            found[name][root.pid] = root
+            roots[root.pid] = name
+    if tree:
+        exempt = _exempt()
+        keys = {key: name for name, (key, _) in targets.items()}
+        procs = [p for p in map(_proc, _pids()) if p is not None and p.pid not in exempt]
+        children: dict[int, list[_Proc]] = {}
+        for p in procs:
+            children.setdefault(p.ppid, []).append(p)
+        for p in procs:
+            owner = roots.get(p.sid) if p.pid not in roots else None
+            if owner is None:
+                marker = _marker_of(p.pid)
+                owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
             if owner is not None:
-                found[owner][proc.pid] = proc
-    return {name: [p for p in procs.values() if _alive(p)] for name, procs in found.items()}
+                found[owner][p.pid] = p
+        for pid, name in roots.items():  # descendants, down from the recorded process
+            todo = [pid]
+            while todo:
+                for child in children.get(todo.pop(), ()):
+                    if child.pid not in found[name]:
+                        found[name][child.pid] = child
+                        todo.append(child.pid)
+    return {name: [p for p in procs.values() if not p.zombie] for name, procs in found.items()}
 
 
-def _terminate(states: Mapping[str, dict[str, Any] | None], timeout: float, tree: bool = True) -> dict[str, int]:
-    """SIGTERM the processes of every recorded state at once, SIGKILL what outlives ``timeout``.
+def _terminate(
+    targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], timeout: float, tree: bool = True
+) -> dict[str, int]:
+    """SIGTERM the processes of every name at once, SIGKILL what outlives ``timeout``, and return
+    once they are gone (zombies left for init to reap are waited for, briefly).
 
     :returns: per name 1 (terminated), 0 (nothing to do) or -1 (something survived).
     """
-    import psutil
-
-    targets = _find_ours(states, tree)
+    targets_found = _find_ours(targets, tree)
+    owner = {p.pid: name for name, procs in targets_found.items() for p in procs}
     failed: set[str] = set()
-    owner = {p.pid: name for name, procs in targets.items() for p in procs}
-    pending = [p for procs in targets.values() for p in procs]
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
-        for proc in pending:
-            try:
-                proc.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-            except psutil.Error:  # not ours to signal after all (permissions)
-                failed.add(owner[proc.pid])
-        pending = _wait_gone(pending, wait)
-        if not pending:
-            break
-    failed.update(owner[p.pid] for p in pending)
-    for pid in owner:  # reap the ones that are this process's children
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-    return {name: (-1 if name in failed else 1 if procs else 0) for name, procs in targets.items()}
+    pending = [p for procs in targets_found.values() for p in procs]
+    everything = list(pending)
+    if not pending:
+        return {name: 0 for name in targets_found}
+    with _subreaper():  # the orphans of what dies are reaped here, not whenever init gets to them
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+            for proc in pending:
+                try:
+                    _signal(proc, sig)
+                except PermissionError:  # not ours to signal after all
+                    failed.add(owner[proc.pid])
+            pending = _wait_gone(pending, wait, zombies_gone=True)
+            if not pending:
+                break
+        failed.update(owner[p.pid] for p in pending)
+        left = _wait_gone(everything, _ZOMBIE_WAIT, zombies_gone=False)
+    if left:
+        log.info("xprocess: %s left as zombies for their parent (or init) to reap", [p.pid for p in left])
+    return {name: (-1 if name in failed else 1 if procs else 0) for name, procs in targets_found.items()}
 
 
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until no process of ``procs`` runs (zombies count as gone); return the rest."""
+def _signal(proc: _Proc, sig: int) -> None:
+    """Send ``sig`` to ``proc`` if its pid still names it (through a pidfd where there is one,
+    so the pid cannot be recycled between the check and the signal)."""
+    fd = None
+    with contextlib.suppress(AttributeError, OSError):
+        fd = os.pidfd_open(proc.pid)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        now = _proc(proc.pid)
+        if now is None or now.start != proc.start:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if fd is not None:
+                signal.pidfd_send_signal(fd, sig)  # type: ignore[attr-defined,unused-ignore]
+            else:
+                os.kill(proc.pid, sig)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _wait_gone(procs: list[_Proc], timeout: float, zombies_gone: bool) -> list[_Proc]:
+    """Wait until no process of ``procs`` runs (or, with ``zombies_gone`` false, exists); return
+    the rest."""
     deadline = time.monotonic() + timeout
     delay = 0.001
+
+    def there(p: _Proc) -> bool:
+        now = _proc(p.pid)
+        if now is None or now.start != p.start:
+            return False
+        if now.zombie:
+            with contextlib.suppress(ChildProcessError):  # reaped if it is this process's child
+                if os.waitpid(p.pid, os.WNOHANG)[0]:
+                    return False
+        return not (zombies_gone and now.zombie)
+
     while True:
-        procs = [p for p in procs if _alive(p)]
+        procs = [p for p in procs if there(p)]
         if not procs or time.monotonic() >= deadline:
             return procs
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+@contextlib.contextmanager
+def _subreaper() -> Iterator[None]:
+    """Make this process, for a while, the reaper of orphaned descendants (Linux), so that the
+    children of a server it terminates are reaped at once: some inits reap only every few seconds."""
+    libc = _libc()
+    if libc is None:
+        yield
+        return
+    import ctypes
+
+    was = ctypes.c_int(0)
+    libc.prctl(37, ctypes.byref(was), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+    if not was.value:
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    try:
+        yield
+    finally:
+        if not was.value:
+            libc.prctl(36, 0, 0, 0, 0)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library, on Linux (for inotify and prctl), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, AttributeError):
+        return None
+
+
+_UNSET: Any = object()
 
 
 class XProcessInfo:
@@ -418,43 +714,63 @@ class XProcessInfo:
         self.controldir = Path(path) / name
         self.logpath = self.controldir / LOG_NAME
         self.statepath = self.controldir / STATE_NAME
+        self._pid = _UNSET
 
-    @property
-    def _marker(self) -> str:
+    @functools.cached_property
+    def _key(self) -> str:
         """The start of the marker of every process started under this name in this project."""
         import hashlib
 
-        project = hashlib.sha256(os.fsencode(self.controldir.parent.resolve())).hexdigest()[:12]
-        return f"{project}:{self.name}:"
+        project = os.fsencode(self.controldir.parent.resolve())
+        return hashlib.sha256(project + b"\0" + os.fsencode(self.name)).hexdigest()[:16] + ":"
 
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid}>"
 
     def _state(self) -> dict[str, Any] | None:
-        return _read_state(self.statepath)
+        """The recorded state, if it can be trusted; a ``pid`` assigned to this object that is not
+        the recorded one leaves nothing recorded."""
+        state = _read_state(self.statepath, self._key)
+        if self._pid is not _UNSET and (state is None or state["pid"] != self._pid):
+            return None
+        return state
 
     @property
     def pid(self) -> int | None:
-        """The recorded pid, whether or not it still runs."""
+        """The recorded pid, whether or not it still runs (it may be assigned, as in 1.x's tests:
+        ``None``, or any pid that is not the recorded one, makes :meth:`terminate` a no-op)."""
+        if self._pid is not _UNSET:
+            return self._pid  # type: ignore[no-any-return]
         state = self._state()
         return state["pid"] if state else None
 
+    @pid.setter
+    def pid(self, value: int | None) -> None:
+        self._pid = value
+
     def isrunning(self, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process is alive and is the very one recorded (not a recycled pid)."""
-        state = self._state()
-        proc = _recorded(state)[0] if state else None
-        return proc is not None and (not ignore_zombies or _alive(proc))
+        proc = _owned(self._state())[0]
+        return proc is not None and not (ignore_zombies and proc.zombie)
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = TERMINATE_TIMEOUT) -> int:
         """Terminate the recorded process and, with ``kill_proc_tree``, everything it started.
 
         :returns: 1 terminated, 0 nothing to do, -1 something could not be terminated.
         """
-        return _terminate({self.name: self._state()}, timeout, kill_proc_tree)[self.name]
+        if self._pid is not _UNSET and self._state() is None:
+            return 0
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            return -1  # pytest-xprocess 1.x returned -1 for a negative timeout too
+        return _terminate({self.name: (self._key, self._state())}, timeout, kill_proc_tree)[self.name]
 
     def kill(self) -> int:
         """The same as :meth:`terminate` (the original API's name)."""
         return self.terminate()
+
+    def _tree(self) -> list[int]:
+        """The pids :meth:`terminate` would signal now."""
+        return [p.pid for p in _find_ours({self.name: (self._key, self._state())}, tree=True)[self.name]]
 
 
 class _Ensured(tuple):  # type: ignore[type-arg]
@@ -463,22 +779,23 @@ class _Ensured(tuple):  # type: ignore[type-arg]
     match: re.Match[str] | None
     _offset: int
     _xp: XProcess
-    _logfile: IO[str] | None
+    _name: str
 
-    def __new__(cls, pid: int, logpath: Path, match: re.Match[str] | None, offset: int, xp: XProcess) -> _Ensured:
+    def __new__(
+        cls, pid: int, logpath: Path, match: re.Match[str] | None, offset: int, xp: XProcess, name: str
+    ) -> _Ensured:
         self = super().__new__(cls, (pid, logpath))
         self.match = match
         self._offset = offset
         self._xp = xp
-        self._logfile = None
+        self._name = name
         return self
 
     @property
     def logfile(self) -> IO[str]:
-        """The log as an open text file, just past the ready line (or at its end when reused)."""
-        if self._logfile is None:
-            self._logfile = self._xp._open_log(self[1], self._offset)
-        return self._logfile
+        """The log as an open text file, just past the ready line (or at its end when reused);
+        one per name and session, closed at its end."""
+        return self._xp._open_log(self._name, self[1], self._offset)
 
 
 class XProcess:
@@ -490,8 +807,9 @@ class XProcess:
         self.statedir = self.rootdir / STATE_DIR
         self._session = ""  # id shared by the xdist controller and its workers; "" records nothing
         self._children: list[subprocess.Popen[bytes]] = []
-        self._logfiles: list[IO[str]] = []
+        self._logfiles: dict[str, tuple[int, IO[str]]] = {}  # name -> (inode, the file handed out)
         self._used: dict[str, list[Any]] = {}  # name -> [logpath, log offset at the current test's start]
+        self._uses: list[dict[str, Any]] = []  # this process's records of the session file, kept if it cannot be
         self._waker: _Waker | None = None
 
     def __enter__(self) -> XProcess:
@@ -513,18 +831,23 @@ class XProcess:
         :param persist_logs: keep the logs of earlier starts (the last :data:`KEPT_LOGS`).
         :raises XProcessError: it exited, timed out or missed its pattern; the message says which.
         """
+        __tracebackhide__ = True
         info = self.getinfo(name)
-        created = self._make_dirs(info)
+        if sys.platform == "win32":
+            raise XProcessError(f"xprocess {name!r}: Windows is not supported (only POSIX systems)", name=name)
+        # Under the lock the starter is read (its properties may create a cluster or pick a port:
+        # once), the recorded process reused or stopped, and a new one started; a caller that
+        # finds another session starting it waits, then reuses it.
+        lock_deadline = time.monotonic() + _lock_timeout(starter)
+        fd, created = self._lock(info, lock_deadline)
         try:
-            launch = _launch(name, starter, info.controldir, self)
-        except Exception:
-            for path in reversed(created):  # bad input changes nothing
-                with contextlib.suppress(OSError):
-                    path.rmdir() if path.is_dir() else path.unlink()
-            raise
-        deadline = time.monotonic() + launch.timeout
-        # Under the lock, a caller that finds another session starting the process waits for it.
-        with _locked(info.controldir / LOCK_NAME, deadline, name):
+            try:
+                launch = _launch(name, starter, info.controldir, self)
+            except Exception:
+                for path in reversed(created):  # bad input changes nothing
+                    with contextlib.suppress(OSError):
+                        path.rmdir() if path.is_dir() else path.unlink()
+                raise
             state = info._state()
             if not restart:
                 found = self._reuse(info, launch, state)
@@ -533,11 +856,36 @@ class XProcess:
             why = _why_start(state, launch, restart)
             if why:
                 log.warning("xprocess %r %s", name, why)
-            # Nothing recorded (first start, or its state was deleted): end what earlier starts
-            # may have left running, found by their marker, before it holds the port twice.
-            if _terminate({name: state or {"token": info._marker}}, TERMINATE_TIMEOUT)[name] and not why:
+            # What remains of it, and of earlier starts whose state was lost (found by marker),
+            # ends before the new one starts, so that nothing holds the port twice.
+            if _terminate({name: (info._key, state)}, TERMINATE_TIMEOUT)[name] and not why:
                 log.warning("xprocess %r: ended processes left by a start whose state was lost", name)
-            return self._start(info, launch, persist_logs, deadline, why)
+            return self._start(info, launch, persist_logs, why)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _lock(self, info: XProcessInfo, deadline: float) -> tuple[int, list[Path]]:
+        """Take the per-name lock, creating the directories as needed: the lock's fd and what
+        was created. The OS releases the lock when its holder dies, so a crash blocks nobody."""
+        __tracebackhide__ = True
+        while True:
+            created = self._make_dirs(info)
+            path = info.controldir / LOCK_NAME
+            fd = _open_lock(path)
+            delay = 0.001
+            while not _flock(fd):
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StartupTimeoutError(
+                        f"xprocess {info.name!r}: another session held {path} (starting it) until the timeout",
+                        name=info.name,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            with contextlib.suppress(OSError):  # the lock file removed while we waited: take the new one
+                if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    return fd, created + ([path] if info.controldir in created else [])
+            os.close(fd)
 
     def _make_dirs(self, info: XProcessInfo) -> list[Path]:
         """Create the state and control directories as needed; return what was created."""
@@ -548,9 +896,15 @@ class XProcess:
                 created.append(self.statedir)
                 (self.statedir / ".gitignore").write_text("*\n")
                 created.append(self.statedir / ".gitignore")
-            if not info.controldir.is_dir():
-                info.controldir.mkdir(exist_ok=True)
+            try:
+                os.mkdir(info.controldir)
                 created.append(info.controldir)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(info.controldir).st_mode):
+                    raise XProcessError(
+                        f"xprocess {info.name!r}: {info.controldir} is not a directory (a symbolic link?): remove it",
+                        name=info.name,
+                    ) from None
             return created
         except OSError as exc:
             raise XProcessError(
@@ -562,54 +916,59 @@ class XProcess:
         """The running process if it is the recorded one, became ready and has this configuration."""
         if not state or not state.get("ready") or state["fingerprint"] != launch.fingerprint():
             return None
-        proc, _ = _recorded(state)
-        if proc is None or not _alive(proc):
+        proc, _ = _owned(state)
+        if proc is None or proc.zombie:
             return None
-        line = state.get("match")
-        match = launch.pattern.search(line) if launch.pattern and isinstance(line, str) else None
+        line, pattern = state.get("match"), launch.pattern
+        if launch.pattern_from is not None and isinstance(state.get("pattern"), list):
+            with contextlib.suppress(re.error, TypeError, ValueError):  # the one it matched, not re-read
+                pattern = re.compile(*state["pattern"])
+        match = pattern.search(line) if pattern and isinstance(line, str) else None
         try:
             size = info.logpath.stat().st_size
         except OSError:
             size = 0
         self._note_use(info, "reused", launch, offset=size)
-        return _Ensured(proc.pid, info.logpath, match, size, self)
+        return _Ensured(proc.pid, info.logpath, match, size, self, info.name)
 
-    def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, deadline: float, why: str) -> _Ensured:
+    def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, why: str) -> _Ensured:
+        __tracebackhide__ = True
         import subprocess
-        import uuid
-
-        import psutil
 
         _rotate_logs(info.logpath, KEPT_LOGS if persist_logs else 0)
-        token = info._marker + uuid.uuid4().hex
+        token = info._key + os.urandom(8).hex()
         env = dict(os.environ if launch.env is None else launch.env)
         if launch.env is None:
             env.setdefault("PYTHONUNBUFFERED", "1")  # the commonest "it hangs": a Python child buffering
-        env[MARKER_ENV] = token
-        started = time.monotonic()
+        env[MARKER_ENV] = token  # findable from the moment it runs, before its state is written
         if self._waker is None:
             self._waker = _Waker()
         events = self._waker
-        logfile = open(info.logpath, "wb")  # noqa: SIM115 - it must exist before it can be watched
+        self._note_use(info, "starting", launch, offset=0)  # an xdist worker dying now still has it stopped
+        started = time.monotonic()
+        deadline = started + launch.timeout  # after the old process was stopped: the whole timeout
+        logfd = _create_log(info.logpath)
         with events.watching(info.logpath):
-            with logfile:
+            try:
                 popen = subprocess.Popen(
                     launch.args,
                     cwd=launch.cwd,
                     env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logfile,
+                    stdout=logfd,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl-C in the terminal does not reach it
                     **launch.popen_kwargs,
                 )
+            finally:
+                os.close(logfd)
             self._children.append(popen)
             events.watch_exit(popen.pid)
             log.debug("started %r pid %d: %s", info.name, popen.pid, launch.args)
+            proc = _proc(popen.pid)
             state: dict[str, Any] = {
                 "version": STATE_VERSION,
                 "pid": popen.pid,
-                "create_time": psutil.Process(popen.pid).create_time(),
+                "start": proc.start if proc else "",
                 "token": token,
                 "fingerprint": launch.fingerprint(),
                 "args": launch.args,
@@ -618,26 +977,25 @@ class XProcess:
             }
             try:
                 _write_state(info.statepath, state)
+                launch = launch.read_pattern(info.name)
                 match, offset = _wait_ready(info, launch, popen.pid, events, started, deadline)
-                _write_state(info.statepath, {"ready": True, "match": match.string if match else None}, append=True)
+                pattern = [launch.pattern.pattern, launch.pattern.flags] if launch.pattern else None
+                _write_state(
+                    info.statepath, state, {"ready": True, "match": match.string if match else None, "pattern": pattern}
+                )
             except BaseException:
-                if info.statepath.exists():
-                    info.terminate(timeout=2.0)
-                else:  # the state never got written: the child is all we know of
-                    popen.kill()
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        popen.wait(5)  # reaped now, not left a zombie until the session ends
+                # this start's tree, known from memory: its state may never have been written
+                _terminate({info.name: (info._key, state)}, 2.0)
                 popen.poll()
                 raise
         self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started)
-        return _Ensured(popen.pid, info.logpath, match, offset, self)
+        return _Ensured(popen.pid, info.logpath, match, offset, self, info.name)
 
     def _note_use(self, info: XProcessInfo, event: str, launch: _Launch, offset: int, seconds: float = 0.0) -> None:
         """Remember that this session uses ``info``: for reports, the summary and stopping at the end."""
-        if info.name in self._used:
-            return
-        self._used[info.name] = [info.logpath, offset]
-        if event != "reused":
+        if event != "starting":
+            self._used[info.name] = [info.logpath, offset]
+        if event not in ("reused", "starting"):
             log.info("xprocess %r %s in %.2f s", info.name, event, seconds)
         if self._session:
             record = {
@@ -646,8 +1004,18 @@ class XProcess:
                 "seconds": round(seconds, 3),
                 "terminate_on_interrupt": launch.terminate_on_interrupt,
             }
-            with contextlib.suppress(OSError), open(self._session_path(), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")  # one short append: whole lines even from many workers
+            self._uses.append(record)
+            try:
+                with open(self._session_path(), "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")  # one short append: whole lines even from many workers
+            except OSError as exc:
+                if hasattr(self.config, "workerinput"):  # the controller has its own records in memory
+                    warnings.warn(
+                        XProcessWarning(
+                            f"xprocess cannot record that it uses {info.name!r} ({exc}): --xstop will not stop it"
+                        ),
+                        stacklevel=2,
+                    )
 
     def _session_path(self) -> Path:
         return self.statedir / f".session-{self._session}.jsonl"
@@ -658,24 +1026,38 @@ class XProcess:
         try:
             lines = self._session_path().read_text(encoding="utf-8").splitlines()
         except OSError:
-            return uses
+            lines = []
+        records = []
         for line in lines:
-            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                record = json.loads(line)
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        if not lines:
+            records = list(self._uses)
+        for record in records:
+            with contextlib.suppress(KeyError, TypeError, AttributeError):
                 use = uses.setdefault(record["name"], {})
                 if "terminated" in record:
                     use["terminated"] = record["terminated"]
-                elif use.get("event", "reused") == "reused":  # a start outranks other workers' reuses
+                elif use.get("event", "reused") in ("reused", "starting"):  # a start outranks reuses
                     use.update(record)
         return uses
 
-    def _open_log(self, path: Path, offset: int) -> IO[str]:
+    def _open_log(self, name: str, path: Path, offset: int) -> IO[str]:
+        """The log of ``name`` as text, positioned at ``offset``: one file per name and session."""
         import io
 
-        raw = open(path, "rb")  # noqa: SIM115 - closed by close()
-        raw.seek(offset)
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-        self._logfiles.append(text)
+        inode, text = self._logfiles.get(name, (0, None))
+        try:
+            current = path.stat().st_ino
+        except OSError:
+            current = -1
+        if text is None or inode != current:
+            if text is not None:
+                text.close()
+            raw = _open_nofollow(path)
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+            self._logfiles[name] = (os.fstat(raw.fileno()).st_ino, text)
+        text.seek(offset)
         return text
 
     def _infos(self, names: Sequence[str]) -> list[XProcessInfo]:
@@ -686,11 +1068,13 @@ class XProcess:
             if unknown:
                 raise LookupError(f"no process recorded as {', '.join(map(repr, unknown))} in {self.statedir}")
             return infos
+        infos = []
         with contextlib.suppress(OSError):
-            return [
-                self.getinfo(p.name) for p in sorted(self.statedir.iterdir()) if _NAME_RE.match(p.name) and p.is_dir()
-            ]
-        return []
+            for entry in sorted(os.scandir(self.statedir), key=lambda e: e.name):
+                with contextlib.suppress(ValueError):
+                    if entry.is_dir(follow_symlinks=False):
+                        infos.append(self.getinfo(entry.name))
+        return infos
 
     def _mark_test_start(self) -> None:
         for entry in self._used.values():
@@ -701,7 +1085,7 @@ class XProcess:
         """The log lines each process wrote since the current test started (the last ones)."""
         for name, (path, offset) in self._used.items():
             try:
-                with open(path, "rb") as f:
+                with _open_nofollow(path) as f:
                     start = max(offset, f.seek(0, os.SEEK_END) - _REPORT_BYTES)
                     f.seek(start)
                     data = f.read()
@@ -713,10 +1097,13 @@ class XProcess:
 
     def close(self) -> None:
         """Close the log files handed out; leave the processes running for the next run."""
-        for f in self._logfiles:
+        for _, f in self._logfiles.values():
             f.close()
         self._logfiles.clear()
         for popen in self._children:
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    pipe.close()
             if popen.poll() is None:
                 # It is meant to outlive this session: a returncode stops subprocess from
                 # warning, when the Popen object is collected, that it "is still running".
@@ -727,6 +1114,17 @@ class XProcess:
             self._waker = None
 
 
+def _lock_timeout(starter: Any) -> float:
+    """How long to wait for another session's start: the starter's ``timeout`` when it can be
+    read without running the starter's code (that happens under the lock)."""
+    import inspect
+
+    value = inspect.getattr_static(starter, "timeout", None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return float(ProcessStarter.timeout)
+
+
 def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool) -> str:
     """Why a recorded process is started again ("" when nothing was recorded)."""
     if state is None:
@@ -735,41 +1133,56 @@ def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool) -> 
         return "restarted: restart=True"
     if not state.get("ready"):
         return "restarted: it never became ready"
-    proc, stranger = _recorded(state)
-    if stranger:
-        return f"restarted: its pid {state['pid']} now belongs to another process"
-    if proc is None or not _alive(proc):
-        return "restarted: it had stopped"
+    proc, why = _owned(state)
+    if proc is None or proc.zombie:
+        return f"restarted: {why or 'it had stopped'}"
     changed = [k for k, v in launch.fingerprint().items() if state["fingerprint"].get(k) != v]
     return f"restarted: its configuration changed ({', '.join(changed)})"
 
 
-@contextlib.contextmanager
-def _locked(path: Path, deadline: float, name: str) -> Iterator[None]:
-    """Hold the per-name lock so that concurrent sessions start a process once.
+def _open_lock(path: Path) -> int:
+    """Open (creating) the lock file; a symbolic link planted in its place is replaced. In a
+    read-only project an existing lock file is opened for reading (flock works on it)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                os.unlink(path)
+                return os.open(path, flags | os.O_EXCL, 0o644)
+            if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            raise
+    except OSError as exc:
+        raise XProcessError(
+            f"xprocess cannot open its lock {path}: {exc.strerror or exc} (make {path.parent} writable)"
+        ) from exc
 
-    The OS releases it when its holder dies, so a crashed session never blocks the next.
-    """
+
+def _flock(fd: int) -> bool:
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        delay = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StartupTimeoutError(
-                        f"xprocess {name!r}: another session held {path} (starting it) until the timeout",
-                        name=name,
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _create_log(path: Path) -> int:
+    """A new, empty log for the child, in append mode (lines the child writes through a handle of
+    its own are kept); whatever is in its place (a planted link) is replaced, never followed."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise XProcessError(f"xprocess cannot create its log {path}: {exc.strerror or exc}") from exc
+
+
+def _open_nofollow(path: Path) -> IO[bytes]:
+    return open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW))
 
 
 def _rotate_logs(logpath: Path, keep: int) -> None:
@@ -800,15 +1213,12 @@ class _Waker:
         self._inotify: int | None = None
         self._watch: int | None = None
         self._pidfd: int | None = None
-        if sys.platform.startswith("linux"):
-            import ctypes
-
-            with contextlib.suppress(OSError, AttributeError):
-                self._libc = ctypes.CDLL(None, use_errno=True)
-                fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-                if fd >= 0:
-                    self._inotify = fd
-                    self._poll.register(fd, select.POLLIN)
+        self._libc = _libc()
+        if self._libc is not None:
+            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0:
+                self._inotify = fd
+                self._poll.register(fd, select.POLLIN)
 
     @contextlib.contextmanager
     def watching(self, logpath: Path) -> Iterator[None]:
@@ -836,6 +1246,7 @@ class _Waker:
             self._poll.register(self._pidfd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
+        timeout = min(timeout, 3600.0)  # poll() takes no infinite timeout (``timeout = inf``)
         if self._watch is None or self._pidfd is None:  # a write or an exit would go unnoticed
             timeout = min(timeout, _POLL)
         for fd, _ in self._poll.poll(max(0.0, timeout) * 1000 + 0.5):
@@ -860,8 +1271,9 @@ class _LogReader:
     than :data:`_MAX_LINE` bytes is cut to that length, so memory stays bounded.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+    def __init__(self, path: Path, deadline: float = float("inf")) -> None:
+        self._file = _open_nofollow(path)
+        self._deadline = deadline  # a log that never stops growing must not hold the wait past it
         self._buf = b""  # the incomplete last line
         self._dropped = 0  # bytes cut from the incomplete last line
         self.offset = 0  # end of the last complete line
@@ -875,7 +1287,7 @@ class _LogReader:
                 return
             self.last_data = time.monotonic()
             self.partial_checked = False
-            if self._dropped:  # inside an overlong line: skip to its end
+            if self._dropped and not self._buf.endswith(b"\r"):  # inside an overlong line: skip to its end
                 ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
                 if not ends:
                     self._dropped += len(data)
@@ -889,9 +1301,12 @@ class _LogReader:
                 self.offset += len(raw) + self._dropped
                 self._dropped = 0
                 yield raw.rstrip(b"\r\n").decode("utf-8", "replace") + "\n", self.offset
-            if len(self._buf) > _MAX_LINE:
-                self._dropped += len(self._buf) - _MAX_LINE
-                self._buf = self._buf[:_MAX_LINE]
+            if len(self._buf) > _MAX_LINE:  # a "\r" at its end may have ended it: kept
+                cr = self._buf.endswith(b"\r")
+                self._dropped += len(self._buf) - _MAX_LINE - cr
+                self._buf = self._buf[:_MAX_LINE] + b"\r" * cr
+            if self.last_data >= self._deadline:
+                return
 
     def partial(self) -> tuple[str, int]:
         """The incomplete last line, as text, and the offset of its end."""
@@ -927,13 +1342,15 @@ def _wait_ready(
     :returns: the match (None without a pattern) and the log offset just past its line.
     :raises XProcessError: exit, timeout or max_read_lines, after which the caller terminates it.
     """
-    reader = _LogReader(info.logpath)
+    __tracebackhide__ = True
+    reader = _LogReader(info.logpath, deadline)
     match = None
     seen = end = 0
     checked = launch.check is None
     delay, next_check = 0.01, 0.0
 
     def failure(cls: type[XProcessError], reason: str, exitcode: int | None = None) -> XProcessError:
+        __tracebackhide__ = True
         return _failure(cls, info, launch, reason, exitcode, time.monotonic() - started)
 
     try:
@@ -988,17 +1405,20 @@ def _failure(
     waited: float,
 ) -> XProcessError:
     """An error that says what happened and quotes the end of the log."""
+    __tracebackhide__ = True
+    import shlex
+
     pattern = launch.pattern.pattern if launch.pattern else None
     lines = [
         f"xprocess {info.name!r} {reason}",
-        f"  command: {' '.join(launch.args)}",
+        f"  command: {shlex.join(launch.args)}",
         f"  pattern: {pattern!r}" + ("  (and startup_check)" if launch.check else ""),
         f"  waited:  {waited:.2f} s",
         f"  log:     {info.logpath}",
     ]
     tail = _log_tail(info.logpath, _TAIL_LINES)
     if tail:
-        lines.append(f"  last {len(tail)} lines of the log:")
+        lines.append(f"  last {len(tail)} lines of the log:" if len(tail) > 1 else "  last line of the log:")
         lines.extend("    " + line for line in tail)
     else:
         lines.append(
@@ -1010,7 +1430,7 @@ def _failure(
 
 def _log_tail(path: Path, count: int) -> list[str]:
     try:
-        with open(path, "rb") as f:
+        with _open_nofollow(path) as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 16 * 1024))
             data = f.read()
     except OSError:
@@ -1060,44 +1480,52 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     try:
         infos = xp._infos(kill if kill is not None else show)
     except (ValueError, LookupError) as exc:
-        print(f"xprocess: {exc}", file=sys.stderr)
+        _print(f"xprocess: {exc}", sys.stderr)
         return pytest.ExitCode.USAGE_ERROR
     if not infos:
-        print(f"no processes recorded in {xp.statedir}")
+        _print(f"no processes recorded in {xp.statedir}")
     if kill is not None:
-        # unreadable state: what the name left running is still found by its marker
-        states = {info.name: info._state() or {"token": info._marker} for info in infos}
-        results = _terminate(states, TERMINATE_TIMEOUT)
+        # a state that cannot be trusted still has what its name left running found by marker
+        states = {info.name: info._state() for info in infos}
+        results = _terminate({info.name: (info._key, states[info.name]) for info in infos}, TERMINATE_TIMEOUT)
         words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
         for name, state in states.items():
-            print(f"{state.get('pid', '-')} {name} {words[results[name]]}")
+            _print(f"{state['pid'] if state else '-'} {name} {words[results[name]]}")
         return 1 if -1 in results.values() else 0
     for info in infos:
-        print(_show_line(info))
+        _print(_show_line(info))
     return 0
 
 
+def _print(line: str, file: IO[str] | None = None) -> None:
+    """Print ``line`` whatever the terminal's encoding (names and commands may be any text)."""
+    file = file or sys.stdout
+    encoding = getattr(file, "encoding", None) or "ascii"
+    print(line.encode(encoding, "backslashreplace").decode(encoding), file=file)
+
+
 def _show_line(info: XProcessInfo) -> str:
+    import shlex
+
     state = info._state()
     if state is None:
         return f"- {info.name} DEAD {info.logpath}"
-    proc, _ = _recorded(state)
-    running = proc is not None and _alive(proc)
+    proc, _ = _owned(state)
+    running = proc is not None and not proc.zombie
     line = f"{state['pid']} {info.name} {'LIVE' if running else 'DEAD'} {info.logpath}"
-    if running and proc is not None:
-        up = int(time.time() - proc.create_time())
+    started = state.get("started")
+    if running and isinstance(started, (int, float)) and 0 <= time.time() - started < 10**9:
+        up = int(time.time() - started)
         line += f" up {up // 3600}h{up // 60 % 60:02d}m{up % 60:02d}s"
     if isinstance(state.get("args"), list):
-        line += " $ " + " ".join(map(str, state["args"]))[:200]
+        line += " $ " + shlex.join(map(str, state["args"]))[:200]
     return line
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    import uuid
-
     xp = XProcess(config, config.rootpath)
     workerinput = getattr(config, "workerinput", None)
-    xp._session = workerinput.get("xprocess_session", "") if workerinput else uuid.uuid4().hex
+    xp._session = workerinput.get("xprocess_session", "") if workerinput else os.urandom(8).hex()
     config.stash[_XPROCESS_KEY] = xp
     if workerinput is None:
         _stop_at_end(config)  # a bad XPROCESS_STOP is a usage error now, not at the end
@@ -1130,6 +1558,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.extend(item.config.stash[_XPROCESS_KEY]._report_sections())
 
 
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown, which may still use them
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     xp = config.stash.get(_XPROCESS_KEY, None)
@@ -1145,7 +1574,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not wanted:
         return
-    results = _terminate({n: xp.getinfo(n)._state() for n in wanted}, TERMINATE_TIMEOUT)
+    infos = [xp.getinfo(n) for n in wanted]
+    results = _terminate({i.name: (i._key, i._state()) for i in infos}, TERMINATE_TIMEOUT)
     if not worker:
         with contextlib.suppress(OSError), open(xp._session_path(), "a", encoding="utf-8") as f:
             for name, result in results.items():
