@@ -196,7 +196,6 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
 
     :raises TypeError, ValueError, FileNotFoundError: naming the bad value; nothing was started.
     """
-    import inspect
 
     where = f"xprocess {name!r}"
     if isinstance(starter, type) and issubclass(starter, ProcessStarter):
@@ -236,12 +235,14 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     owned = sorted(_OWNED_POPEN_KWARGS.intersection(kwargs))
     if owned:
         raise ValueError(f"{where}: popen_kwargs may not set {', '.join(owned)}: the plugin owns them")
+    unknown = sorted(set(kwargs) - _popen_keywords())
+    if unknown:  # fails here, not in Popen after the old process was stopped
+        raise TypeError(f"{where}: popen_kwargs has arguments subprocess.Popen does not take: {', '.join(unknown)}")
     kwargs = {"stdin": _devnull(), **kwargs}
-    try:  # an unknown keyword fails here, not in Popen after the old process was stopped
-        inspect.signature(_popen_class()).bind(argv, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{where}: popen_kwargs {dict(s.popen_kwargs)!r}: {exc}") from None
-    cwd = Path(control_dir, os.fspath(kwargs.pop("cwd", None) or control_dir)).resolve()
+    cwd = kwargs.pop("cwd", None)
+    cwd = (
+        _resolved(control_dir.parent) / control_dir.name if cwd is None else Path(control_dir, os.fspath(cwd)).resolve()
+    )
     if not cwd.is_dir():
         raise FileNotFoundError(f"{where}: its working directory {str(cwd)!r} does not exist")
 
@@ -292,10 +293,18 @@ def _devnull() -> int:
     return subprocess.DEVNULL
 
 
-def _popen_class() -> type:
+@functools.cache
+def _popen_keywords() -> frozenset[str]:
+    import inspect
     import subprocess
 
-    return subprocess.Popen
+    return frozenset(inspect.signature(subprocess.Popen).parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, once per path (a reuse resolves the project directory each time)."""
+    return path.resolve()
 
 
 def _check_executable(where: str, exe: str, cwd: Path, env: Mapping[str, str] | None) -> None:
@@ -482,10 +491,18 @@ def _marker_of(pid: int) -> str | None:
     """
     if _PROC_FS:
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                data = f.read()
+            fd = os.open(f"/proc/{pid}/environ", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
+        try:
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 65536))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
         at = data.find(b"\0" + _MARKER_PREFIX)
         if at < 0 and not data.startswith(_MARKER_PREFIX):
             return ""
@@ -518,7 +535,13 @@ def _uid(pid: int) -> int | None:
 
 def _exempt() -> frozenset[int]:
     """Pids never signalled: init, this process and its ancestors (a state may name them)."""
-    pids = {0, 1, os.getpid()}
+    return _ancestors(os.getpid())
+
+
+@functools.cache
+def _ancestors(me: int) -> frozenset[int]:
+    # Still right later: an orphan is adopted by init or by a subreaper, an ancestor already here.
+    pids = {0, 1, me}
     pid = os.getppid()
     while pid not in pids:
         pids.add(pid)
@@ -721,7 +744,7 @@ class XProcessInfo:
         """The start of the marker of every process started under this name in this project."""
         import hashlib
 
-        project = os.fsencode(self.controldir.parent.resolve())
+        project = os.fsencode(_resolved(self.controldir.parent))
         return hashlib.sha256(project + b"\0" + os.fsencode(self.name)).hexdigest()[:16] + ":"
 
     def __repr__(self) -> str:
@@ -897,14 +920,19 @@ class XProcess:
                 (self.statedir / ".gitignore").write_text("*\n")
                 created.append(self.statedir / ".gitignore")
             try:
-                os.mkdir(info.controldir)
-                created.append(info.controldir)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(info.controldir).st_mode):
-                    raise XProcessError(
-                        f"xprocess {info.name!r}: {info.controldir} is not a directory (a symbolic link?): remove it",
-                        name=info.name,
-                    ) from None
+                mode = os.lstat(info.controldir).st_mode
+            except FileNotFoundError:
+                try:
+                    os.mkdir(info.controldir)
+                    created.append(info.controldir)
+                except FileExistsError:  # another session made it just now
+                    pass
+                mode = os.lstat(info.controldir).st_mode
+            if not stat.S_ISDIR(mode):
+                raise XProcessError(
+                    f"xprocess {info.name!r}: {info.controldir} is not a directory (a symbolic link?): remove it",
+                    name=info.name,
+                )
             return created
         except OSError as exc:
             raise XProcessError(
@@ -1193,9 +1221,14 @@ def _rotate_logs(logpath: Path, keep: int) -> None:
                 old.unlink()
         return
     names = [logpath, *(logpath.with_name(f"{logpath.name}.{i}") for i in range(1, keep + 1))]
-    for older, newer in reversed(list(zip(names, names[1:]))):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(older, newer)
+    try:
+        for older, newer in reversed(list(zip(names, names[1:]))):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(older, newer)
+    except OSError as exc:
+        raise XProcessError(
+            f"xprocess cannot keep the earlier logs in {logpath.parent}: {exc.strerror or exc}"
+        ) from exc
 
 
 class _Waker:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import warnings
@@ -50,6 +51,21 @@ def pytester_xp(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     pytester.makeini("[pytest]\n")
     yield pytester
     terminate_all(pytester.path / ".xprocess")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a real disk that fills up or turns read-only (mounting needs root)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    yield disk
+    terminate_all(disk / ".xprocess")
+    subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def ours_still_running(root: Path) -> list[psutil.Process]:

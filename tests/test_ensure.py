@@ -583,18 +583,6 @@ def test_different_names_do_not_wait_for_each_other(tmp_path):
         terminate_all(tmp_path / ".xprocess")
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs: a real disk that fills up or turns read-only (mounting needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
-
-
 def test_full_disk_is_a_clear_error_and_leaves_no_state(tiny_disk):
     with XProcess(None, tiny_disk) as xp:
         xp.ensure("warmup", Good)  # the state directory exists; now fill the disk
