@@ -240,9 +240,8 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
         raise TypeError(f"{where}: popen_kwargs has arguments subprocess.Popen does not take: {', '.join(unknown)}")
     kwargs = {"stdin": _devnull(), **kwargs}
     cwd = kwargs.pop("cwd", None)
-    cwd = (
-        _resolved(control_dir.parent) / control_dir.name if cwd is None else Path(control_dir, os.fspath(cwd)).resolve()
-    )
+    # a relative cwd is from the current directory, as Popen would have it
+    cwd = _resolved(control_dir.parent) / control_dir.name if cwd is None else Path(os.fspath(cwd)).resolve()
     if not cwd.is_dir():
         raise FileNotFoundError(f"{where}: its working directory {str(cwd)!r} does not exist")
 
@@ -1627,6 +1626,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         event = use.get("event", "reused")
         if event == "reused":
             line = f"{name}: reused"
+        elif event == "starting":  # an xdist worker ended during the start
+            line = f"{name}: its start did not finish"
         else:
             head, _, why = event.partition(": ")
             line = f"{name}: {head} in {use['seconds']:.2f} s" + (f" ({why})" if why else "")

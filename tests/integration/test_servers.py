@@ -94,6 +94,15 @@ def test_full_cycle(project):
     assert all(port_is_free(p) for p in in_use.values()), in_use
 
 
+def test_examples_under_xdist_from_a_cold_start(project):
+    """Two workers ask for each server at once: one builds it (initdb for PostgreSQL), the other
+    waits under the lock and reuses it."""
+    first = run(project, "-n", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for name in ("http", "postgres", "redis"):
+        assert re.search(rf"^{name}: started in [\d.]+ s$", first.stdout, re.M), first.stdout
+
+
 def test_server_killed_between_runs_is_restarted_and_its_log_kept(project):
     assert run(project, "-k", "redis").returncode == 0
     pid = XProcessInfo(project / ".xprocess", "redis").pid
