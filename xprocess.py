@@ -1004,8 +1004,7 @@ class XProcess:
             }
             try:
                 _write_state(info.statepath, state)
-                launch = launch.read_pattern(info.name)
-                match, offset = _wait_ready(info, launch, popen.pid, events, started, deadline)
+                launch, match, offset = _wait_ready(info, launch, popen.pid, events, started, deadline)
                 pattern = [launch.pattern.pattern, launch.pattern.flags] if launch.pattern else None
                 _write_state(
                     info.statepath, state, {"ready": True, "match": match.string if match else None, "pattern": pattern}
@@ -1368,16 +1367,22 @@ def _exit_status(pid: int) -> int | None:
 
 def _wait_ready(
     info: XProcessInfo, launch: _Launch, pid: int, events: _Waker, started: float, deadline: float
-) -> tuple[re.Match[str] | None, int]:
+) -> tuple[_Launch, re.Match[str] | None, int]:
     """Wait until the new process is ready: its pattern in a whole line and its check true.
 
-    :returns: the match (None without a pattern) and the log offset just past its line.
+    A pattern that is a property is read once the process runs (werkzeug's sends the new server
+    a request and returns the line it will log for it); an ``OSError`` from it means "not yet",
+    as from ``startup_check``.
+
+    :returns: the launch (with its pattern read), the match (None without a pattern) and the log
+        offset just past its line.
     :raises XProcessError: exit, timeout or max_read_lines, after which the caller terminates it.
     """
     __tracebackhide__ = True
     reader = _LogReader(info.logpath, deadline)
     match = None
     seen = end = 0
+    pending = launch.pattern_from is not None
     checked = launch.check is None
     delay, next_check = 0.01, 0.0
 
@@ -1389,6 +1394,17 @@ def _wait_ready(
         while True:
             exitcode = _exit_status(pid)  # before reading: nothing written before the exit is missed
             wait = deadline - time.monotonic()
+            if pending and exitcode is None:
+                now = time.monotonic()
+                if now >= next_check:
+                    try:
+                        launch, pending = launch.read_pattern(info.name), False
+                    except OSError:  # typically "connection refused": not yet
+                        delay, next_check = min(delay * 1.5, 0.5), now + delay
+                if pending:
+                    wait = min(wait, next_check - time.monotonic())
+                else:
+                    delay, next_check = 0.01, 0.0
             if launch.pattern is not None and match is None:
                 for line, line_end in reader.lines():
                     match = launch.pattern.search(line)
@@ -1406,7 +1422,8 @@ def _wait_ready(
                         match = launch.pattern.search(line)
                     else:
                         wait = min(wait, _PAUSE - idle)
-            if (match or launch.pattern is None) and not checked:
+            ready = not pending and (match or launch.pattern is None)
+            if ready and not checked:
                 now = time.monotonic()
                 if now >= next_check:
                     try:
@@ -1415,10 +1432,10 @@ def _wait_ready(
                         checked = False
                     delay, next_check = min(delay * 1.5, 0.5), now + delay
                 wait = min(wait, next_check - time.monotonic())
-            if checked and (match or launch.pattern is None):
+            if ready and checked:
                 if launch.pattern is None:
                     end = info.logpath.stat().st_size
-                return match, end
+                return launch, match, end
             if exitcode is not None:
                 raise failure(ProcessExitedError, f"exited with code {exitcode} before it was ready", exitcode)
             if time.monotonic() >= deadline:
