@@ -48,6 +48,7 @@ STATE_DIR = ".xprocess"
 LOG_NAME = "xprocess.log"
 STATE_NAME = "state.jsonl"
 LOCK_NAME = "lock"
+PORT_NAME = "port"  # the port a starter read, kept for the next start
 KEPT_LOGS = 5  # logs of earlier starts kept beside the current one (xprocess.log.1 is the newest)
 TERMINATE_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 STATE_VERSION = 2
@@ -60,6 +61,8 @@ _REPORT_BYTES = 64 * 1024
 _CHUNK = 256 * 1024  # log bytes read at a time
 _MAX_LINE = 1024 * 1024  # longer lines are cut to this many bytes before matching
 _ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are not ours to reap
+_PROBE_TIMEOUT = 1.0  # connect/read timeout of listening() and http_ok()
+_REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as failed
 _PAUSE = 0.1  # a last line without its newline is matched once output paused this long
 _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or a child's exit
 _MAX_STATE = 1024 * 1024  # a state file is a few hundred bytes; more is garbage
@@ -126,10 +129,63 @@ class ProcessStarter:
     max_read_lines: int | None = None
     popen_kwargs: Mapping[str, Any] = MappingProxyType({})
     terminate_on_interrupt: bool = False
+    check_on_reuse: bool = True  # run startup_check once before a running process is reused
 
     def __init__(self, control_dir: Path, process: XProcess) -> None:
         self.control_dir = control_dir
         self.process = process
+
+    @property
+    def port(self) -> int:
+        """A TCP port on 127.0.0.1 for the process: chosen on the first read, free then, and kept
+        in the control directory, so a reused process is found where it listens and the
+        configuration stays the same. A new start keeps it while it is free, else picks another."""
+        port = self.__dict__.get("_port")
+        if port is None:
+            port = self.__dict__["_port"] = _choose_port(self.control_dir, self.process)
+        return port
+
+    def listening(self, port: int | None = None, host: str = "127.0.0.1") -> bool:
+        """Whether ``port`` (default :attr:`port`) on ``host`` accepts a TCP connection now."""
+        import socket
+
+        port = self.port if port is None else port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"listening(): port must be an int from 1 to 65535, got {port!r}")
+        try:
+            socket.create_connection((host, port), timeout=_PROBE_TIMEOUT).close()
+        except OSError:
+            return False
+        return True
+
+    def http_ok(self, url: str) -> bool:
+        """Whether an HTTP GET of ``url`` answers with a status below 400 now (a ``url`` starting
+        with ``/`` is on 127.0.0.1 at :attr:`port`; https is not verified: it is a probe)."""
+        import http.client
+        import ssl
+        import urllib.parse
+
+        if isinstance(url, str) and url.startswith("/"):
+            url = f"http://127.0.0.1:{self.port}{url}"
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"http_ok(): url must be http(s)://host[:port]/path or /path, got {url!r}")
+        try:
+            if parts.scheme == "https":
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    parts.hostname, parts.port, timeout=_PROBE_TIMEOUT, context=context
+                )
+            else:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=_PROBE_TIMEOUT)
+            try:
+                conn.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")))
+                return conn.getresponse().status < 400
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
 
 
 class _Launch(NamedTuple):
@@ -140,6 +196,7 @@ class _Launch(NamedTuple):
     cwd: Path
     pattern: re.Pattern[str] | None
     pattern_from: Any  # the starter, when its pattern is a property read after the spawn
+    starter: Any  # what was read: its port, its check_on_reuse
     check: Callable[[], Any] | None
     timeout: float
     max_read_lines: int | None
@@ -262,7 +319,7 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     if "executable" not in kwargs:
         _check_executable(where, argv[0], cwd, env)
     return _Launch(
-        argv, env, cwd, pattern, s if deferred else None, check, float(timeout), max_lines, kwargs,
+        argv, env, cwd, pattern, s if deferred else None, s, check, float(timeout), max_lines, kwargs,
         bool(s.terminate_on_interrupt),
     )  # fmt: skip
 
@@ -304,6 +361,49 @@ def _popen_keywords() -> frozenset[str]:
 def _resolved(path: Path) -> Path:
     """``path.resolve()``, once per path (a reuse resolves the project directory each time)."""
     return path.resolve()
+
+
+def _choose_port(control_dir: Path, process: Any) -> int:
+    """The kept port of ``control_dir`` if its process runs or the port is free, else a free one
+    (kept, when the control directory exists). Called under the name's lock during a start."""
+    path = control_dir / PORT_NAME
+    try:
+        with _open_nofollow(path) as f:
+            kept: int | None = int(f.read(16))
+    except (OSError, ValueError):
+        kept = None
+    if kept is not None and 0 < kept < 65536:
+        running = isinstance(process, XProcess) and process.getinfo(control_dir.name).isrunning()
+        if running or _port_free(kept):
+            return kept
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    if control_dir.is_dir():
+        tmp = path.with_name(f".{PORT_NAME}.{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, str(port).encode())
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+    return port
+
+
+def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 (TIME_WAIT connections do not stop it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _check_executable(where: str, exe: str, cwd: Path, env: Mapping[str, str] | None) -> None:
@@ -770,6 +870,13 @@ class XProcessInfo:
     def pid(self, value: int | None) -> None:
         self._pid = value
 
+    @property
+    def port(self) -> int | None:
+        """The port the starter read (:attr:`ProcessStarter.port`) for the recorded start, if any."""
+        state = self._state()
+        port = state.get("port") if state else None
+        return port if type(port) is int else None
+
     def isrunning(self, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process is alive and is the very one recorded (not a recycled pid)."""
         proc = _owned(self._state())[0]
@@ -796,18 +903,27 @@ class XProcessInfo:
 
 
 class _Ensured(tuple):  # type: ignore[type-arg]
-    """``(pid, logpath)`` with ``.match`` and a ``.logfile`` opened on first use."""
+    """``(pid, logpath)`` with ``.match``, ``.port`` and a ``.logfile`` opened on first use."""
 
     match: re.Match[str] | None
+    port: int | None
     _offset: int
     _xp: XProcess
     _name: str
 
     def __new__(
-        cls, pid: int, logpath: Path, match: re.Match[str] | None, offset: int, xp: XProcess, name: str
+        cls,
+        pid: int,
+        logpath: Path,
+        match: re.Match[str] | None,
+        offset: int,
+        xp: XProcess,
+        name: str,
+        port: int | None,
     ) -> _Ensured:
         self = super().__new__(cls, (pid, logpath))
         self.match = match
+        self.port = port
         self._offset = offset
         self._xp = xp
         self._name = name
@@ -871,11 +987,10 @@ class XProcess:
                         path.rmdir() if path.is_dir() else path.unlink()
                 raise
             state = info._state()
-            if not restart:
-                found = self._reuse(info, launch, state)
-                if found is not None:
-                    return found
-            why = _why_start(state, launch, restart)
+            found = "" if restart else self._reuse(info, launch, state)
+            if isinstance(found, _Ensured):
+                return found
+            why = found or _why_start(state, launch, restart)
             if why:
                 log.warning("xprocess %r %s", name, why)
             # What remains of it, and of earlier starts whose state was lost (found by marker),
@@ -939,13 +1054,20 @@ class XProcess:
                 "(free some space or make it writable)"
             ) from exc
 
-    def _reuse(self, info: XProcessInfo, launch: _Launch, state: dict[str, Any] | None) -> _Ensured | None:
-        """The running process if it is the recorded one, became ready and has this configuration."""
+    def _reuse(self, info: XProcessInfo, launch: _Launch, state: dict[str, Any] | None) -> _Ensured | str:
+        """The running process if it is the recorded one, became ready, has this configuration
+        and passes its ``startup_check`` now; else why not ("" when :func:`_why_start` says)."""
         if not state or not state.get("ready") or state["fingerprint"] != launch.fingerprint():
-            return None
+            return ""
         proc, _ = _owned(state)
         if proc is None or proc.zombie:
-            return None
+            return ""
+        if (
+            launch.check is not None
+            and getattr(launch.starter, "check_on_reuse", True)
+            and not _check_once(launch.check)
+        ):
+            return "restarted: its startup_check failed on reuse"
         line, pattern = state.get("match"), launch.pattern
         if launch.pattern_from is not None and isinstance(state.get("pattern"), list):
             with contextlib.suppress(re.error, TypeError, ValueError):  # the one it matched, not re-read
@@ -956,7 +1078,8 @@ class XProcess:
         except OSError:
             size = 0
         self._note_use(info, "reused", launch, offset=size)
-        return _Ensured(proc.pid, info.logpath, match, size, self, info.name)
+        port = state.get("port")
+        return _Ensured(proc.pid, info.logpath, match, size, self, info.name, port if type(port) is int else None)
 
     def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, why: str) -> _Ensured:
         __tracebackhide__ = True
@@ -999,6 +1122,7 @@ class XProcess:
                 "token": token,
                 "fingerprint": launch.fingerprint(),
                 "args": launch.args,
+                "port": launch.starter.__dict__.get("_port"),
                 "ready": False,
                 "started": time.time(),
             }
@@ -1006,8 +1130,11 @@ class XProcess:
                 _write_state(info.statepath, state)
                 launch, match, offset = _wait_ready(info, launch, popen.pid, events, started, deadline)
                 pattern = [launch.pattern.pattern, launch.pattern.flags] if launch.pattern else None
+                port = state["port"] = launch.starter.__dict__.get("_port")  # a startup_check may read it
                 _write_state(
-                    info.statepath, state, {"ready": True, "match": match.string if match else None, "pattern": pattern}
+                    info.statepath,
+                    state,
+                    {"ready": True, "match": match.string if match else None, "pattern": pattern, "port": port},
                 )
             except BaseException:
                 # this start's tree, known from memory: its state may never have been written
@@ -1015,7 +1142,7 @@ class XProcess:
                 popen.poll()
                 raise
         self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started)
-        return _Ensured(popen.pid, info.logpath, match, offset, self, info.name)
+        return _Ensured(popen.pid, info.logpath, match, offset, self, info.name, port)
 
     def _note_use(self, info: XProcessInfo, event: str, launch: _Launch, offset: int, seconds: float = 0.0) -> None:
         """Remember that this session uses ``info``: for reports, the summary and stopping at the end."""
@@ -1149,6 +1276,29 @@ def _lock_timeout(starter: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
     return float(ProcessStarter.timeout)
+
+
+def _check_once(check: Callable[[], Any]) -> bool:
+    """One ``startup_check()`` before a reuse, bounded in time whatever it does (in a thread left
+    behind if it blocks); an ``OSError`` is a failed check, other exceptions propagate."""
+    import threading
+
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(bool(check()))
+        except OSError:
+            result.append(False)
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run, name="xprocess startup_check", daemon=True)
+    thread.start()
+    thread.join(_REUSE_CHECK_TIMEOUT)
+    if result and isinstance(result[0], BaseException):
+        raise result[0]
+    return bool(result and result[0])
 
 
 def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool) -> str:

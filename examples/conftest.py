@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +18,6 @@ from xprocess import ProcessStarter
 POSTGRES_WORK_MEM = "4MB"  # settings: change one and the next run restarts that server
 REDIS_DATABASES = 16
 HTTP_DIRECTORY = "."  # served by http_server, relative to its control directory
-
-
-def free_port(control_dir: Path) -> int:
-    """A port for this server, chosen once and kept, so that its command line stays the same."""
-    path = control_dir / "port"
-    if not path.exists():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            path.write_text(str(s.getsockname()[1]))
-    return int(path.read_text())
 
 
 def need(program: str, how: str) -> str:
@@ -73,13 +62,11 @@ def postgres(xprocess):
                 initdb = [postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
                 subprocess.run(as_postgres_user(initdb), check=True, capture_output=True)
             return as_postgres_user(
-                [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1",
-                 "-p", str(free_port(self.control_dir)), "-k", str(self.control_dir),
-                 "-c", f"work_mem={POSTGRES_WORK_MEM}"]
+                [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-k", str(self.control_dir), "-c", f"work_mem={POSTGRES_WORK_MEM}"]
             )  # fmt: skip
 
-    xprocess.ensure("postgres", Postgres)
-    port = free_port(xprocess.getinfo("postgres").controldir)
+    port = xprocess.ensure("postgres", Postgres).port
     return {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
 
 
@@ -97,11 +84,12 @@ def redis_server(xprocess):
         @property
         def args(self):
             redis = need("redis-server", "apt-get install redis-server")
-            port = free_port(self.control_dir)
-            return [redis, "--port", port, "--bind", "127.0.0.1", "--save", "", "--databases", REDIS_DATABASES]
+            return [redis, "--port", self.port, "--bind", "127.0.0.1", "--save", "", "--databases", REDIS_DATABASES]
 
-    xprocess.ensure("redis", Redis)
-    return free_port(xprocess.getinfo("redis").controldir)
+        def startup_check(self):  # also run before a reuse: a server that stopped answering is restarted
+            return self.listening()
+
+    return xprocess.ensure("redis", Redis).port
 
 
 # --- Python's http.server ---
@@ -109,11 +97,14 @@ def redis_server(xprocess):
 
 @pytest.fixture(scope="session")
 def http_server(xprocess):
-    """http.server on a port the OS picks: the port is read back from its ready line."""
+    """http.server, ready when it answers a GET: returns its port."""
 
     class Http(ProcessStarter):
-        pattern = r"Serving HTTP on \S+ port (\d+)"
-        args = (sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", HTTP_DIRECTORY, "0")
+        @property
+        def args(self):
+            return [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", HTTP_DIRECTORY, self.port]
 
-    started = xprocess.ensure("http", Http)
-    return int(started.match.group(1))
+        def startup_check(self):
+            return self.http_ok("/")
+
+    return xprocess.ensure("http", Http).port

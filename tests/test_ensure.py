@@ -346,7 +346,12 @@ def test_state_is_a_start_record_and_a_whole_ready_line(xp):
     control = xp.statedir / "atomic"
     assert sorted(p.name for p in control.iterdir()) == ["lock", "state.jsonl", "xprocess.log"]
     start, ready = (json.loads(line) for line in (control / "state.jsonl").read_text().splitlines())
-    assert start["ready"] is False and ready == {"ready": True, "match": "ready\n", "pattern": ["ready", 32]}
+    assert start["ready"] is False and ready == {
+        "ready": True,
+        "match": "ready\n",
+        "pattern": ["ready", 32],
+        "port": None,
+    }
 
 
 def test_a_ready_line_cut_short_means_never_ready(xp):

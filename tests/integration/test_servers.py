@@ -44,10 +44,8 @@ def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def ports(project: Path) -> dict[str, int]:
-    found = {name: int((project / ".xprocess" / name / "port").read_text()) for name in ("postgres", "redis")}
-    http_log = (project / ".xprocess" / "http" / "xprocess.log").read_text()
-    found["http"] = int(re.search(r"port (\d+)", http_log).group(1))
-    return found
+    """The port each server was started on (``ProcessStarter.port``, reported by ``XProcessInfo.port``)."""
+    return {name: XProcessInfo(project / ".xprocess", name).port for name in ("http", "postgres", "redis")}
 
 
 def port_is_free(port: int) -> bool:
