@@ -49,6 +49,7 @@ LOG_NAME = "xprocess.log"
 STATE_NAME = "state.jsonl"
 LOCK_NAME = "lock"
 PORT_NAME = "port"  # the port a starter read, kept for the next start
+LEASE_NAME = "lease"  # shared flock held by every session using the process
 KEPT_LOGS = 5  # logs of earlier starts kept beside the current one (xprocess.log.1 is the newest)
 TERMINATE_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 STATE_VERSION = 2
@@ -948,6 +949,7 @@ class XProcess:
         self._logfiles: dict[str, tuple[int, IO[str]]] = {}  # name -> (inode, the file handed out)
         self._used: dict[str, list[Any]] = {}  # name -> [logpath, log offset at the current test's start]
         self._uses: list[dict[str, Any]] = []  # this process's records of the session file, kept if it cannot be
+        self._leases: dict[str, int] = {}  # name -> fd of the lease this session holds on it
         self._waker: _Waker | None = None
 
     def __enter__(self) -> XProcess:
@@ -993,10 +995,17 @@ class XProcess:
             why = found or _why_start(state, launch, restart)
             if why:
                 log.warning("xprocess %r %s", name, why)
-            # What remains of it, and of earlier starts whose state was lost (found by marker),
-            # ends before the new one starts, so that nothing holds the port twice.
-            if _terminate({name: (info._key, state)}, TERMINATE_TIMEOUT)[name] and not why:
-                log.warning("xprocess %r: ended processes left by a start whose state was lost", name)
+            # A process another session uses is not stopped under it: wait for its lease.
+            running = _owned(state)[0]
+            held = self._unleased(info, launch.timeout) if running and not running.zombie else None
+            try:
+                # What remains of it, and of earlier starts whose state was lost (found by
+                # marker), ends before the new one starts, so that nothing holds the port twice.
+                if _terminate({name: (info._key, state)}, TERMINATE_TIMEOUT)[name] and not why:
+                    log.warning("xprocess %r: ended processes left by a start whose state was lost", name)
+            finally:
+                if held is not None:  # no one can take a lease now: that needs the start lock we hold
+                    os.close(held)
             return self._start(info, launch, persist_logs, why)
         finally:
             os.close(fd)  # releases the lock
@@ -1078,6 +1087,7 @@ class XProcess:
         except OSError:
             size = 0
         self._note_use(info, "reused", launch, offset=size)
+        self._lease(info)
         port = state.get("port")
         return _Ensured(proc.pid, info.logpath, match, size, self, info.name, port if type(port) is int else None)
 
@@ -1142,7 +1152,78 @@ class XProcess:
                 popen.poll()
                 raise
         self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started)
+        self._lease(info)
         return _Ensured(popen.pid, info.logpath, match, offset, self, info.name, port)
+
+    def _lease(self, info: XProcessInfo) -> None:
+        """Hold a shared lease on ``info``'s process until this session ends (the OS drops it if
+        the session dies): stopping it at another session's end waits for it."""
+        if info.name not in self._leases:
+            with contextlib.suppress(XProcessError, OSError):  # a read-only project: no lease, no harm
+                fd = _open_lock(info.controldir / LEASE_NAME)
+                _flock(fd, shared=True, wait=True)
+                self._leases[info.name] = fd
+
+    def _release(self) -> None:
+        """End this session's leases."""
+        for fd in self._leases.values():
+            os.close(fd)
+        self._leases.clear()
+
+    def _unleased(self, info: XProcessInfo, timeout: float) -> int:
+        """Wait up to ``timeout`` until no other session holds a lease on ``info``; return the
+        fd that holds the lease file exclusively.
+
+        :raises XProcessError: it was still in use at the timeout (naming who uses it).
+        """
+        __tracebackhide__ = True
+        fd = self._leases.pop(info.name, None)  # this session's own use ends here
+        if fd is not None:
+            os.close(fd)
+        path = info.controldir / LEASE_NAME
+        fd = _open_lock(path)
+        deadline, delay, noted = time.monotonic() + timeout, 0.001, False
+        while not _flock(fd):
+            if not noted:
+                log.warning("xprocess %r: waiting for %s to end", info.name, _describe_holders(path))
+                noted = True
+            if time.monotonic() >= deadline:
+                who = _describe_holders(path)
+                os.close(fd)
+                raise XProcessError(
+                    f"xprocess {info.name!r} was not restarted: it is in use by another session ({who}) "
+                    f"and stayed so for the starter's timeout of {timeout:g} s. Let that session end, "
+                    f"or stop the process anyway with: pytest --xkill {_shell_quote(info.name)}",
+                    name=info.name,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return fd
+
+    def _stop_unused(self, infos: Sequence[XProcessInfo]) -> dict[str, int | str]:
+        """Terminate the processes of ``infos`` that no other session uses; the others are left
+        running (``"in use"``). Holding each name's start lock and its lease exclusively, no
+        session can take them up meanwhile."""
+        results: dict[str, int | str] = {}
+        free: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        held: list[int] = []
+        try:
+            for info in infos:
+                locked = 0
+                for lockname in (LOCK_NAME, LEASE_NAME):  # both, or it is being started or used
+                    with contextlib.suppress(XProcessError):
+                        fd = _open_lock(info.controldir / lockname)
+                        held.append(fd)
+                        locked += _flock(fd)
+                if locked == 2:
+                    free[info.name] = (info._key, info._state())
+                else:
+                    results[info.name] = "in use"
+            results.update(_terminate(free, TERMINATE_TIMEOUT))
+        finally:
+            for fd in held:
+                os.close(fd)
+        return results
 
     def _note_use(self, info: XProcessInfo, event: str, launch: _Launch, offset: int, seconds: float = 0.0) -> None:
         """Remember that this session uses ``info``: for reports, the summary and stopping at the end."""
@@ -1157,10 +1238,8 @@ class XProcess:
                 "seconds": round(seconds, 3),
                 "terminate_on_interrupt": launch.terminate_on_interrupt,
             }
-            self._uses.append(record)
             try:
-                with open(self._session_path(), "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")  # one short append: whole lines even from many workers
+                self._record(record)
             except OSError as exc:
                 if hasattr(self.config, "workerinput"):  # the controller has its own records in memory
                     warnings.warn(
@@ -1169,6 +1248,14 @@ class XProcess:
                         ),
                         stacklevel=2,
                     )
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """Add ``record`` to this session's records, in memory and in the session file.
+
+        :raises OSError: the file could not be written (the memory has it)."""
+        self._uses.append(record)
+        with open(self._session_path(), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")  # one short append: whole lines even from many workers
 
     def _session_path(self) -> Path:
         return self.statedir / f".session-{self._session}.jsonl"
@@ -1249,7 +1336,9 @@ class XProcess:
                 yield f"xprocess {name} log", "\n".join(lines)
 
     def close(self) -> None:
-        """Close the log files handed out; leave the processes running for the next run."""
+        """Close the log files handed out and end this session's leases; leave the processes
+        running for the next run."""
+        self._release()
         for _, f in self._logfiles.values():
             f.close()
         self._logfiles.clear()
@@ -1317,9 +1406,10 @@ def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool) -> 
 
 
 def _open_lock(path: Path) -> int:
-    """Open (creating) the lock file; a symbolic link planted in its place is replaced. In a
-    read-only project an existing lock file is opened for reading (flock works on it)."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Open (creating) a lock or lease file, read-only: enough for flock, and a lease held all
+    session long keeps no file open for writing (which would stop a remount read-only). A
+    symbolic link planted in its place is replaced; in a read-only project an existing one is used."""
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
             return os.open(path, flags, 0o644)
@@ -1336,14 +1426,54 @@ def _open_lock(path: Path) -> int:
         ) from exc
 
 
-def _flock(fd: int) -> bool:
+def _flock(fd: int, shared: bool = False, wait: bool = False) -> bool:
+    """Lock ``fd`` (exclusively, or ``shared``); without ``wait``, False if someone else holds it."""
     import fcntl
 
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         return False
     return True
+
+
+def _holders(path: Path) -> list[int]:
+    """The pids of other processes holding a lock on ``path`` (Linux's /proc/locks; elsewhere none)."""
+    if not _PROC_FS:
+        return []
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            text = f.read()
+    except OSError:
+        return []
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = set()
+    for line in text.splitlines():
+        parts = line.split()  # "1: FLOCK  ADVISORY  READ 1234 fe:00:5678 0 EOF"; waiters have "->"
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == file_id:
+            with contextlib.suppress(ValueError):
+                pids.add(int(parts[4]))
+    return sorted(pids - {os.getpid()})
+
+
+def _describe_holders(path: Path) -> str:
+    """Who holds a lease on ``path``: pid and command line of each, for a message."""
+    described = []
+    for pid in _holders(path):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            cmdline = "?"
+        described.append(f"pid {pid}: {cmdline[:120]}")
+    return "; ".join(described) or "another session"
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _create_log(path: Path) -> int:
@@ -1686,10 +1816,13 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if kill is not None:
         # a state that cannot be trusted still has what its name left running found by marker
         states = {info.name: info._state() for info in infos}
+        users = {info.name: _holders(info.controldir / LEASE_NAME) for info in infos}  # overridden: said so
+        users = {i.name: _describe_holders(i.controldir / LEASE_NAME) for i in infos if users[i.name]}
         results = _terminate({info.name: (info._key, states[info.name]) for info in infos}, TERMINATE_TIMEOUT)
         words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
         for name, state in states.items():
-            _print(f"{state['pid'] if state else '-'} {name} {words[results[name]]}")
+            note = f" (it was in use by {users[name]})" if name in users and results[name] else ""
+            _print(f"{state['pid'] if state else '-'} {name} {words[results[name]]}{note}")
         return 1 if -1 in results.values() else 0
     for info in infos:
         _print(_show_line(info))
@@ -1716,6 +1849,9 @@ def _show_line(info: XProcessInfo) -> str:
     if running and isinstance(started, (int, float)) and 0 <= time.time() - started < 10**9:
         up = int(time.time() - started)
         line += f" up {up // 3600}h{up // 60 % 60:02d}m{up % 60:02d}s"
+    users = _holders(info.controldir / LEASE_NAME) if running else []
+    if users:
+        line += " in use by " + ", ".join(f"pid {pid}" for pid in users)
     if isinstance(state.get("args"), list):
         line += " $ " + shlex.join(map(str, state["args"]))[:200]
     return line
@@ -1763,6 +1899,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     xp = config.stash.get(_XPROCESS_KEY, None)
     if xp is None or not xp._session:
         return
+    xp._release()  # this session's use ends (an xdist worker's, before the controller hears of it)
     worker = hasattr(config, "workerinput")
     uses = xp._session_uses()
     if not worker and _stop_at_end(config):  # only the controller: workers may still share them
@@ -1773,12 +1910,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not wanted:
         return
-    infos = [xp.getinfo(n) for n in wanted]
-    results = _terminate({i.name: (i._key, i._state()) for i in infos}, TERMINATE_TIMEOUT)
+    results = xp._stop_unused([xp.getinfo(n) for n in wanted])
     if not worker:
-        with contextlib.suppress(OSError), open(xp._session_path(), "a", encoding="utf-8") as f:
-            for name, result in results.items():
-                f.write(json.dumps({"name": name, "terminated": result}) + "\n")
+        for name, result in results.items():
+            with contextlib.suppress(OSError):  # kept in memory: the summary has it
+                xp._record({"name": name, "terminated": result})
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -1800,7 +1936,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             line = f"{name}: {head} in {use['seconds']:.2f} s" + (f" ({why})" if why else "")
         done = use.get("terminated")
         if done is not None:
-            line += {1: ", terminated at end", 0: ", already gone at end", -1: ", FAILED to terminate at end"}[done]
+            line += {
+                1: ", terminated at end",
+                0: ", already gone at end",
+                -1: ", FAILED to terminate at end",
+                "in use": ", left running (in use by another session)",
+            }[done]
         terminalreporter.write_line(line)
 
 

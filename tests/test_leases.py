@@ -1,0 +1,170 @@
+"""Never pull a server from under a running session: leases between real pytest sessions (issue 14)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from conftest import SLEEPER, alive, py, wait_for
+
+from xprocess import XProcess
+
+CONFTEST = f"""
+    import os, pytest
+    from xprocess import ProcessStarter
+
+    class Server(ProcessStarter):
+        pattern = "ready"
+        args = {py(SLEEPER)!r}
+        timeout = float(os.environ.get("STARTER_TIMEOUT", "60"))
+
+    @pytest.fixture
+    def srv(xprocess):
+        return xprocess.ensure("srv", Server, restart=bool(os.environ.get("RESTART")))
+"""
+
+# Session B: uses srv until the file "release" appears, checking all along that it still runs.
+LONG_TEST = """
+    import pathlib, time
+    import psutil
+
+    def running(pid):
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:  # NoSuchProcess when reaped
+            raise ProcessLookupError(pid)
+
+    def test_long(srv):
+        pathlib.Path("b-started").write_text(str(srv[0]))
+        deadline = time.monotonic() + 120
+        while not pathlib.Path("release").exists() and time.monotonic() < deadline:
+            running(srv[0])  # fails if another session stopped it
+            time.sleep(0.02)
+        running(srv[0])
+"""
+
+
+@pytest.fixture
+def sessions(pytester_xp: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    pytester_xp.makeconftest(textwrap.dedent(CONFTEST))
+    pytester_xp.makepyfile(test_long=textwrap.dedent(LONG_TEST), test_quick="def test_quick(srv):\n    pass\n")
+    yield pytester_xp
+
+
+def pytest_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+
+
+def start_b(project: Path) -> tuple[subprocess.Popen[str], int]:
+    """Session B, in its test, holding srv; returns it and srv's pid."""
+    b = subprocess.Popen(
+        pytest_cmd("test_long.py"), cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    started = project / "b-started"
+    assert wait_for(lambda: started.exists() and started.read_text(), 60), "session B did not get srv"
+    return b, int(started.read_text())
+
+
+def run_a(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pytest_cmd(*args), cwd=project, capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def finish_b(project: Path, b: subprocess.Popen[str]) -> tuple[int, str]:
+    (project / "release").touch()
+    out = b.communicate(timeout=60)[0]
+    return b.returncode, out
+
+
+def test_xstop_leaves_running_what_another_session_uses(sessions):
+    b, pid = start_b(sessions.path)
+    a = run_a(sessions.path, "--xstop", "test_quick.py")
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert "srv: reused, left running (in use by another session)" in a.stdout
+    assert alive(pid)
+    code, out = finish_b(sessions.path, b)
+    assert code == 0, out
+    # with nobody else using it, the next --xstop stops it
+    last = run_a(sessions.path, "--xstop", "test_quick.py")
+    assert "srv: reused, terminated at end" in last.stdout
+    assert not alive(pid)
+
+
+def test_a_restart_waits_for_the_other_session_then_succeeds(sessions):
+    b, pid = start_b(sessions.path)
+    a = subprocess.Popen(
+        pytest_cmd("test_quick.py"),
+        cwd=sessions.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RESTART": "1"},
+    )
+    try:
+        assert wait_for(lambda: a.poll() is not None, 1.0) is False  # still waiting for B
+        assert alive(pid)
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out  # its server ran until it was done with it
+    a_out = a.communicate(timeout=60)[0]
+    assert a.returncode == 0, a_out
+    assert "srv: restarted in" in a_out and "(restart=True)" in a_out
+    assert not alive(pid)
+
+
+def test_a_restart_that_times_out_names_the_holder_and_stops_nothing(sessions):
+    b, pid = start_b(sessions.path)
+    try:
+        a = run_a(sessions.path, "test_quick.py", RESTART="1", STARTER_TIMEOUT="1")
+        assert a.returncode == pytest.ExitCode.TESTS_FAILED
+        assert "xprocess 'srv' was not restarted: it is in use by another session (pid " in a.stdout
+        assert f"pid {b.pid}: " in a.stdout and "test_long.py" in a.stdout
+        assert "pytest --xkill srv" in a.stdout
+        assert alive(pid)
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out
+
+
+def test_a_holder_killed_mid_test_releases_its_lease(sessions):
+    b, pid = start_b(sessions.path)
+    b.send_signal(signal.SIGKILL)
+    b.communicate(timeout=60)
+    a = run_a(sessions.path, "--xstop", "test_quick.py")
+    assert "srv: reused, terminated at end" in a.stdout, a.stdout
+    assert not alive(pid)
+
+
+def test_xshow_and_xkill_name_the_holder(sessions):
+    b, pid = start_b(sessions.path)
+    try:
+        show = run_a(sessions.path, "--xshow")
+        assert f"{pid} srv LIVE" in show.stdout and f"in use by pid {b.pid}" in show.stdout, show.stdout
+        kill = run_a(sessions.path, "--xkill")
+        assert f"{pid} srv TERMINATED (it was in use by pid {b.pid}: " in kill.stdout, kill.stdout
+        assert not alive(pid)  # an explicit order: stopped all the same
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code != 0 and ("ProcessLookupError" in out or "NoSuchProcess" in out)  # B saw its server go
+
+
+def test_user_terminate_is_immediate(sessions):
+    b, pid = start_b(sessions.path)
+    try:
+        assert XProcess(None, sessions.path).getinfo("srv").terminate() == 1
+        assert not alive(pid)
+    finally:
+        finish_b(sessions.path, b)
+
+
+def test_xdist_xstop_still_stops_everything_at_the_end(sessions):
+    sessions.makepyfile(test_many="".join(f"def test_{i}(srv):\n    pass\n\n" for i in range(8)))
+    result = run_a(sessions.path, "-n", "4", "--xstop", "test_many.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "srv: started in" in result.stdout and "terminated at end" in result.stdout
+    assert not XProcess(None, sessions.path).getinfo("srv").isrunning()
