@@ -532,6 +532,7 @@ def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | Non
 class _Proc(NamedTuple):
     pid: int
     start: str  # with the pid, the identity of a process: a recycled pid has another start
+    since: float  # the start as a number, to order processes (clock ticks, or seconds)
     ppid: int
     sid: int
     zombie: bool
@@ -559,9 +560,10 @@ def _proc(pid: int) -> _Proc | None:
             return None
         finally:
             os.close(fd)
-        fields = data[data.rfind(b")") + 2 :].split()
+        fields = data[data.rfind(b")") + 2 :].split(None, 20)
         try:  # state, ppid, pgrp, session, ... starttime (fields 3, 4, 5, 6 and 22 of proc(5))
-            return _Proc(pid, f"{_boot_id()}:{int(fields[19])}", int(fields[1]), int(fields[3]), fields[0] == b"Z")
+            ticks = int(fields[19])
+            return _Proc(pid, f"{_boot_id()}:{ticks}", ticks, int(fields[1]), int(fields[3]), fields[0] == b"Z")
         except (IndexError, ValueError):
             return None
     import psutil
@@ -569,8 +571,8 @@ def _proc(pid: int) -> _Proc | None:
     try:
         p = psutil.Process(pid)
         with p.oneshot():
-            zombie = p.status() == psutil.STATUS_ZOMBIE
-            return _Proc(pid, repr(p.create_time()), p.ppid(), 0 if zombie else os.getsid(pid), zombie)
+            zombie, created = p.status() == psutil.STATUS_ZOMBIE, p.create_time()
+            return _Proc(pid, repr(created), created, p.ppid(), 0 if zombie else os.getsid(pid), zombie)
     except (psutil.Error, OSError):
         return None
 
@@ -687,21 +689,24 @@ def _find_ours(targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], tree
     """
     found: dict[str, dict[int, _Proc]] = {name: {} for name in targets}
     roots = {}
+    floor = float("inf")  # no process carrying a marker of these names started before this one
     for name, (_, state) in targets.items():
         root = _owned(state)[0]
         if root is not None:
             found[name][root.pid] = root
             roots[root.pid] = name
+        floor = min(floor, _since(state))
     if tree:
         exempt = _exempt()
         keys = {key: name for name, (key, _) in targets.items()}
-        procs = [p for p in map(_proc, _pids()) if p is not None and p.pid not in exempt]
+        candidates = _newer_pids([state for _, state in targets.values()])
+        procs = [p for p in map(_proc, candidates) if p is not None and p.pid not in exempt]
         children: dict[int, list[_Proc]] = {}
         for p in procs:
             children.setdefault(p.ppid, []).append(p)
         for p in procs:
             owner = roots.get(p.sid) if p.pid not in roots else None
-            if owner is None:
+            if owner is None and p.since >= floor:  # only they can carry a marker: read theirs
                 marker = _marker_of(p.pid)
                 owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
             if owner is not None:
@@ -714,6 +719,57 @@ def _find_ours(targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], tree
                         found[name][child.pid] = child
                         todo.append(child.pid)
     return {name: [p for p in procs.values() if not p.zombie] for name, procs in found.items()}
+
+
+def _forks() -> int | None:
+    """How many processes (and threads) the machine has created since boot (Linux)."""
+    if _PROC_FS:
+        with contextlib.suppress(OSError, ValueError), open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"processes "):
+                    return int(line.split()[1])
+    return None
+
+
+def _newer_pids(states: Sequence[Mapping[str, Any] | None]) -> list[int]:
+    """The pids that may belong to a process started after each recorded start: all of them,
+    unless the recorded pids and the count of forks since prove that only those allocated after
+    the recorded pids can be (pids are allocated cyclically, so the newer ones lie between a
+    recorded pid and the last one allocated, until that many forks could have wrapped past it).
+    On a busy machine this spares reading a thousand processes that are older than the server."""
+    pids = _pids()
+    if not _PROC_FS:
+        return pids
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            last = int(f.read())
+        with open("/proc/sys/kernel/pid_max", "rb") as f:
+            room = int(f.read()) - 300 - len(pids)  # ids the allocator can hand out before a wrap
+    except (OSError, ValueError):
+        return pids
+    forks = _forks()
+    recorded = []
+    for state in states:
+        then = state.get("forks") if state else None
+        if forks is None or type(then) is not int or not 0 <= forks - then < room or not _since(state):
+            return pids
+        recorded.append(state["pid"])  # type: ignore[index]
+
+    def newer(pid: int) -> bool:
+        return any(p < pid <= last if p <= last else pid > p or pid <= last for p in recorded)
+
+    return [pid for pid in pids if newer(pid)]
+
+
+def _since(state: Mapping[str, Any] | None) -> float:
+    """The earliest start a process of ``state``'s name can have: every start sweeps what earlier
+    ones left, so none is older than the recorded start (with nothing recorded: any)."""
+    if state and isinstance(state.get("start"), str):
+        with contextlib.suppress(ValueError):
+            boot, _, start = state["start"].rpartition(":")
+            if boot == _boot_id() or not _PROC_FS:
+                return float(start)
+    return 0.0
 
 
 def _terminate(
@@ -1107,6 +1163,7 @@ class XProcess:
         self._note_use(info, "starting", launch, offset=0)  # an xdist worker dying now still has it stopped
         started = time.monotonic()
         deadline = started + launch.timeout  # after the old process was stopped: the whole timeout
+        forks = _forks()  # while fewer follow than there are pids to go round, its own are the newer pids
         logfd = _create_log(info.logpath)
         with events.watching(info.logpath):
             try:
@@ -1133,6 +1190,7 @@ class XProcess:
                 "fingerprint": launch.fingerprint(),
                 "args": launch.args,
                 "port": launch.starter.__dict__.get("_port"),
+                "forks": forks,
                 "ready": False,
                 "started": time.time(),
             }
@@ -1816,8 +1874,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if kill is not None:
         # a state that cannot be trusted still has what its name left running found by marker
         states = {info.name: info._state() for info in infos}
-        users = {info.name: _holders(info.controldir / LEASE_NAME) for info in infos}  # overridden: said so
-        users = {i.name: _describe_holders(i.controldir / LEASE_NAME) for i in infos if users[i.name]}
+        # an explicit order overrides the leases of other sessions: it says whose
+        users = {
+            i.name: _describe_holders(i.controldir / LEASE_NAME) for i in infos if _holders(i.controldir / LEASE_NAME)
+        }
         results = _terminate({info.name: (info._key, states[info.name]) for info in infos}, TERMINATE_TIMEOUT)
         words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
         for name, state in states.items():
