@@ -1196,7 +1196,7 @@ class XProcess:
             }
             try:
                 _write_state(info.statepath, state)
-                launch, match, offset = _wait_ready(info, launch, popen.pid, events, started, deadline)
+                launch, match, offset = _wait_ready(info, launch, popen, events, started, deadline)
                 pattern = [launch.pattern.pattern, launch.pattern.flags] if launch.pattern else None
                 port = state["port"] = launch.starter.__dict__.get("_port")  # a startup_check may read it
                 _write_state(
@@ -1583,8 +1583,9 @@ class _Waker:
         self._watch: int | None = None
         self._pidfd: int | None = None
         self._libc = _libc()
-        if self._libc is not None:
-            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        init = getattr(self._libc, "inotify_init1", None)
+        if init is not None:
+            fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
             if fd >= 0:
                 self._inotify = fd
                 self._poll.register(fd, select.POLLIN)
@@ -1689,22 +1690,32 @@ class _LogReader:
         self._file.close()
 
 
-def _exit_status(pid: int) -> int | None:
+def _exit_status(popen: subprocess.Popen[bytes]) -> int | None:
     """The child's exit code (negative: the signal that killed it), or None while it runs.
 
-    The child is not reaped, so its pid (and the session it leads) stays ours until terminated.
+    Where ``os.waitid`` can wait without reaping (Linux, and macOS from Python 3.13) the child
+    stays unreaped, so its pid (and the session it leads) stays ours until it is terminated;
+    elsewhere it is reaped and its exit code kept (its tree is then found by its marker).
     """
+    if not hasattr(os, "waitid") or not hasattr(os, "WNOWAIT"):
+        return popen.poll()
     try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return 0  # already reaped elsewhere
+        return popen.poll() if popen.returncode is None else popen.returncode  # reaped elsewhere
     if info is None:
         return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    code: int = info.si_status
+    return code if info.si_code == os.CLD_EXITED else -code
 
 
 def _wait_ready(
-    info: XProcessInfo, launch: _Launch, pid: int, events: _Waker, started: float, deadline: float
+    info: XProcessInfo,
+    launch: _Launch,
+    popen: subprocess.Popen[bytes],
+    events: _Waker,
+    started: float,
+    deadline: float,
 ) -> tuple[_Launch, re.Match[str] | None, int]:
     """Wait until the new process is ready: its pattern in a whole line and its check true.
 
@@ -1730,7 +1741,7 @@ def _wait_ready(
 
     try:
         while True:
-            exitcode = _exit_status(pid)  # before reading: nothing written before the exit is missed
+            exitcode = _exit_status(popen)  # before reading: nothing written before the exit is missed
             wait = deadline - time.monotonic()
             if pending and exitcode is None:
                 now = time.monotonic()

@@ -375,3 +375,30 @@ def test_xkill_ends_a_server_whose_state_is_garbage(project):
     kill.stdout.fnmatch_lines(["- srv TERMINATED"])
     kill.stderr.fnmatch_lines(["*state.jsonl is not valid JSON lines*"])
     assert not alive(pid)
+
+
+# --- other systems ---
+
+
+def test_a_run_that_never_ensures_needs_nothing_posix_only(pytester_xp):
+    """As on Windows: no fcntl, termios, resource, pwd or grp; the plugin loads and the run passes."""
+    pytester_xp.makepyfile("def test_a():\n    pass\n")
+    code = (
+        "import sys\n"
+        "for name in ('fcntl', 'termios', 'resource', 'pwd', 'grp'):\n"
+        "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        "import pytest\n"
+        "sys.exit(pytest.main(['-p', 'xprocess', '-p', 'no:cacheprovider', '-q']))\n"
+    )
+    result = pytester_xp.run(sys.executable, "-c", code)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["1 passed*"])
+
+
+def test_ensure_on_windows_says_it_is_not_supported(tmp_path, monkeypatch):
+    from xprocess import XProcess, XProcessError
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    with XProcess(None, tmp_path) as xp, pytest.raises(XProcessError, match="Windows is not supported"):
+        xp.ensure("srv", lambda cwd: ("ready", [sys.executable, "-c", "print('ready')"]))
+    assert not (tmp_path / ".xprocess").exists()
