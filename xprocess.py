@@ -444,7 +444,7 @@ def _read_state(path: Path, key: str) -> dict[str, Any] | None:
             elif st.st_uid != os.geteuid() or st.st_mode & 0o002:
                 problem = f"belongs to uid {st.st_uid} or is writable by others: not trusted (remove it)"
             else:
-                text = os.read(fd, _MAX_STATE).decode("utf-8")
+                text = os.read(fd, min(st.st_size + 1, _MAX_STATE)).decode("utf-8")
         except (OSError, ValueError) as exc:
             problem = f"cannot be read ({exc})"
         finally:

@@ -8,7 +8,10 @@ Sizes come from the environment so that ``bench/run --smoke`` can shrink them.
 
 import json
 import os
+import random
 import re
+import socket
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -24,6 +27,7 @@ DEEP_LINES = int(os.environ.get("BENCH_DEEP_LINES", "200000"))
 WARM_MB = int(os.environ.get("BENCH_WARM_MB", "100"))
 XKILL_COUNT = int(os.environ.get("BENCH_XKILL_COUNT", "20"))
 XKILL_STUBBORN = int(os.environ.get("BENCH_XKILL_STUBBORN", "2"))  # of them ignore SIGTERM
+BUSY = int(os.environ.get("BENCH_BUSY", "1000"))  # unrelated processes on the machine
 
 # The ready line carries the child's time.monotonic() (one clock for all processes on Linux).
 READY = "print('ready', repr(time.monotonic()), flush=True)"
@@ -38,7 +42,8 @@ def record(scenario, **values):
 def starter(code, pattern=r"^ready ([\d.]+)", **attrs):
     attrs.setdefault("max_read_lines", None)  # pytest-xprocess caps at 50 lines otherwise
     attrs.setdefault("timeout", 60)
-    return type("S", (ProcessStarter,), {"pattern": pattern, "args": [sys.executable, "-c", code], **attrs})
+    attrs.setdefault("args", [sys.executable, "-c", code])
+    return type("S", (ProcessStarter,), {"pattern": pattern, **attrs})
 
 
 def latency_ms(logpath):
@@ -59,9 +64,12 @@ def xp(xprocess, request):
 
 
 def test_cold_start(xp):
-    # the child sleeps first, so that the plugin is waiting when the line comes
-    Starter = starter(f"import time; time.sleep(0.2); {READY}; {SLEEP}")
+    # The child sleeps first, so that the plugin is waiting when the line comes. The delay varies
+    # from run to run (the same sequence for both plugins): a fixed one could fall on the best or
+    # the worst moment of a plugin that polls every 0.1 s.
+    delays = random.Random(20261126)
     for _ in range(REPEAT):
+        Starter = starter(f"import time; time.sleep({delays.uniform(0.15, 0.35):.4f}); {READY}; {SLEEP}")
         _, logpath = xp("cold", Starter, restart=True)
         record("cold_start", ms=latency_ms(logpath))
 
@@ -103,6 +111,55 @@ def test_warm_reuse(xp):
     xp("warm", Starter)
     record("warm_reuse", peak_mb=tracemalloc.get_traced_memory()[1] / 1e6, log_mb=os.path.getsize(logpath) / 1e6)
     tracemalloc.stop()
+
+
+def test_warm_reuse_checked(xp):
+    """Reuse of a server whose starter has a startup_check (a TCP connect): this project runs it
+    once before each reuse (health on reuse); pytest-xprocess does not."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(64); {READY}\n"
+        "while True: s.accept()[0].close()"
+    )
+
+    def check(self):
+        probe = getattr(self, "listening", None)  # this project's probe; a hand-made one elsewhere
+        if probe is not None:
+            return probe(port)
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    Starter = starter(code, startup_check=check)
+    xp("checked", Starter, restart=True)
+    for _ in range(REPEAT):
+        t0 = time.perf_counter()
+        xp("checked", Starter)
+        record("warm_reuse_checked", ms=(time.perf_counter() - t0) * 1000)
+
+
+def test_busy_machine(xp, xprocess):
+    """A restart and a terminate of a trivial server with BUSY unrelated processes running."""
+    sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(BUSY)]
+    try:
+        Starter = starter("", args=["sh", "-c", "echo ready; exec sleep 600"], pattern="ready")
+        xp("busy", Starter, restart=True)
+        for _ in range(REPEAT):
+            t0 = time.perf_counter()
+            xp("busy", Starter, restart=True)
+            record("busy_restart", ms=(time.perf_counter() - t0) * 1000)
+        for _ in range(REPEAT):
+            xp("busy", Starter)
+            t0 = time.perf_counter()
+            xprocess.getinfo("busy").terminate()
+            record("busy_terminate", ms=(time.perf_counter() - t0) * 1000)
+    finally:
+        for proc in sleepers:
+            proc.kill()
+        for proc in sleepers:
+            proc.wait()
 
 
 @pytest.mark.parametrize("repeat", [1] if os.environ.get("BENCH_SLOW_PLUGIN") else [3])
