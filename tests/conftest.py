@@ -84,8 +84,12 @@ def ours_still_running(root: Path) -> list[psutil.Process]:
 def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The suite ends with no process of its own still running."""
     yield
-    root = tmp_path_factory.getbasetemp()
-    leaked = ours_still_running(root)
+    import tempfile
+
+    # pytest's temporary directory, and the integration tests' projects (/tmp/xprocess-it-*)
+    leaked = ours_still_running(tmp_path_factory.getbasetemp())
+    for project in Path(tempfile.gettempdir()).glob("xprocess-it-*"):
+        leaked += ours_still_running(project)
     for proc in leaked:
         proc.kill()
     assert not leaked, f"tests left these processes running: {leaked}"

@@ -43,11 +43,12 @@ def test_preparefunc_three_tuple_env_is_the_whole_environment(xp):
     assert result.match.string == "ready 1 False\n"
 
 
-def test_inherited_env_gets_pythonunbuffered(xp):
+def test_inherited_env_gets_pythonunbuffered(xp, monkeypatch):
     # print() without flush into a file is block-buffered, so this hangs unless the plugin
-    # sets PYTHONUNBUFFERED for an inherited environment.
-    code = "import time; print('ready'); time.sleep(600)"
-    assert xp.ensure("buffered", starter(code, timeout=10)).match
+    # sets PYTHONUNBUFFERED for an inherited environment (not set here, whatever the machine's).
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    code = "import os, time; print('ready', os.environ.get('PYTHONUNBUFFERED')); time.sleep(600)"
+    assert xp.ensure("buffered", starter(code, timeout=10)).match.string == "ready 1\n"
 
 
 def test_starter_reuse_returns_the_same_process(xp):
@@ -130,13 +131,15 @@ def test_keyboard_interrupt_during_wait_terminates_the_half_started_tree(xp):
         pattern = "ready"
 
         def startup_check(self):
-            self.tree = psutil.Process(self.process.getinfo("ctrlc").pid).children()
+            tree.extend(psutil.Process(self.process.getinfo("ctrlc").pid).children())
             raise KeyboardInterrupt
 
+    tree: list[psutil.Process] = []
     with pytest.raises(KeyboardInterrupt):
         xp.ensure("ctrlc", Starter)
     info = xp.getinfo("ctrlc")
     assert not alive(info.pid)
+    assert len(tree) == 1 and not alive(tree[0].pid)  # the grandchild too
     assert not info._tree()
 
 
@@ -221,7 +224,7 @@ def test_invalid_utf8_is_replaced_not_fatal(xp):
 
 def test_no_cap_on_lines_before_the_ready_line(xp):
     code = "import sys, time; sys.stdout.write('chatter\\n' * 200000 + 'ready\\n'); sys.stdout.flush(); time.sleep(600)"
-    assert xp.ensure("deep", starter(code)).match
+    assert xp.ensure("deep", starter(code)).match.string == "ready\n"
 
 
 def test_overlong_line_is_cut_and_the_next_line_still_matches(xp):
@@ -290,7 +293,9 @@ def test_changed_configuration_restarts_and_keeps_the_old_log(xp):
 
 def test_restart_true_restarts(xp):
     first = xp.ensure("rs", starter(SLEEPER))
-    assert xp.ensure("rs", starter(SLEEPER), restart=True)[0] != first[0]
+    second = xp.ensure("rs", starter(SLEEPER), restart=True)
+    assert second[0] != first[0] and not alive(first[0]) and alive(second[0])
+    assert (xp.statedir / "rs" / "xprocess.log.1").read_text() == "ready\n"  # the old log, kept
 
 
 def test_earlier_logs_are_bounded_and_persist_logs_false_keeps_none(xp):
@@ -341,7 +346,7 @@ def test_unreadable_state_means_not_running_with_a_warning(xp, content):
     with pytest.warns(xprocess.XProcessWarning, match="not running"):
         assert not xp.getinfo("bad").isrunning()
     with pytest.warns(xprocess.XProcessWarning):
-        assert xp.ensure("bad", starter(SLEEPER)).match
+        assert xp.ensure("bad", starter(SLEEPER)).match.string == "ready\n"
     assert xp.getinfo("bad").isrunning()
 
 
@@ -458,7 +463,10 @@ def _sub(**attrs):
         (_sub(popen_kwargs={"shell": True}), ValueError, "may not set shell"),
         (_sub(env={"A": 1}), TypeError, "env must be None or a mapping of str to str"),
         (_sub(env={1: "a"}), TypeError, "env must be None or a mapping of str to str"),
+        (_sub(popen_kwargs=[("cwd", "/")]), TypeError, "popen_kwargs must be a mapping"),
+        (_sub(pattern=re.compile(b"ready")), TypeError, "pattern must be a str regex or None, got re.compile"),
         (_sub(timeout=0), ValueError, "timeout must be a positive"),
+        (_sub(timeout=float("nan")), ValueError, "timeout must be a positive"),
         (_sub(max_read_lines=0), ValueError, "max_read_lines must be"),
         (lambda cwd: ("ready",), TypeError, r"must return \(pattern, args\)"),
         (lambda cwd: ["ready", py(SLEEPER)], TypeError, r"it returned \['ready'"),
@@ -617,3 +625,105 @@ def test_read_only_state_dir_is_a_clear_error(tiny_disk):
         with pytest.raises(XProcessError, match=re.escape(str(tiny_disk / ".xprocess" / "ro"))) as excinfo:
             xp.ensure("ro", Good)
         assert "Read-only file system" in str(excinfo.value)
+
+
+# --- what each of these catches: see tests/README.rst (mutations of xprocess.py) ---
+
+
+def test_popen_kwargs_reach_popen(xp):
+    """``executable`` runs the real program under a name that is none; ``umask`` is the child's."""
+    code = "import os, time; print('ready', oct(os.umask(0)), flush=True); time.sleep(600)"
+    Named = starter(
+        code, args=["no-such-program", "-c", code], popen_kwargs={"executable": sys.executable, "umask": 0o027}
+    )
+    assert xp.ensure("kwargs", Named).match.string == "ready 0o27\n"
+
+
+def test_terminate_without_the_tree_leaves_the_children(xp):
+    code = """
+        import subprocess, sys, time
+        kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        print("ready", kid.pid, flush=True)
+        time.sleep(600)
+    """
+    started = xp.ensure("lonely", starter(code))
+    kid = int(started.match.string.split()[1])
+    try:
+        assert xp.getinfo("lonely").terminate(kill_proc_tree=False) == 1
+        assert not alive(started[0]) and alive(kid)
+    finally:
+        os.kill(kid, signal.SIGKILL)
+
+
+def test_a_changed_env_restarts(xp):
+    Env1 = starter(SLEEPER, env={**os.environ, "SETTING": "1"})
+    Env2 = starter(SLEEPER, env={**os.environ, "SETTING": "2"})
+    first = xp.ensure("env", Env1)[0]
+    assert xp.ensure("env", Env1)[0] == first
+    assert xp.ensure("env", Env2)[0] != first
+
+
+def test_the_lock_wait_times_out_while_another_session_starts_it(xp):
+    control = xp.statedir / "locked"
+    control.mkdir(parents=True)
+    holder = subprocess.Popen(
+        py(f"""
+            import fcntl, os, sys, time
+            fd = os.open({str(control / "lock")!r}, os.O_RDONLY | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            print("held", flush=True)
+            time.sleep(600)
+        """),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(StartupTimeoutError, match=r"another session held .*lock.* until the timeout"):
+            xp.ensure("locked", starter(SLEEPER, timeout=1))
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_a_last_line_without_newline_matches_when_the_child_exits(xp):
+    code = "import sys; sys.stdout.write('ready> '); sys.stdout.flush()"  # and it exits at once
+    started = xp.ensure("prompt", starter(code, pattern="ready>"))
+    assert started.match.string == "ready> "
+
+
+def test_a_child_reaped_by_someone_else_is_an_exit_not_a_hang(xp):
+    class ReapsIt(ProcessStarter):
+        args = py("print('ready', flush=True)")  # and it exits
+        pattern = "ready"
+        timeout = 30
+
+        def startup_check(self):  # someone else in this process reaps the child first
+            os.waitpid(self.process.getinfo("reaped").pid, 0)
+            return False
+
+    with pytest.raises(ProcessExitedError, match="exited with code 0"):
+        xp.ensure("reaped", ReapsIt)
+
+
+def test_a_starter_instance_is_used_as_it_is(xp):
+    instance = _sub()(xp.statedir / "inst", xp)
+    instance.args = py("import time; print('ready from the instance', flush=True); time.sleep(600)")
+    assert xp.ensure("inst", instance).match.string == "ready from the instance\n"
+
+
+def test_a_log_deleted_while_the_process_runs(pytester_xp):
+    """The process is reused; its log is gone: no logfile, no report section, no crash."""
+    pytester_xp.makeconftest(
+        "import pytest\nfrom xprocess import ProcessStarter\n"
+        f"class S(ProcessStarter):\n    args = {py(SLEEPER)!r}\n    pattern = 'ready'\n"
+        "@pytest.fixture\ndef srv(xprocess):\n    return xprocess.ensure('srv', S)\n"
+    )
+    pytester_xp.makepyfile("def test_fails(srv):\n    assert 0\n")
+    pytester_xp.runpytest_subprocess().assert_outcomes(failed=1)
+    (pytester_xp.path / ".xprocess" / "srv" / "xprocess.log").unlink()
+    result = pytester_xp.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["srv: reused"])
+    assert "xprocess srv log" not in result.stdout.str()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 
-import psutil
 import pytest
 from conftest import alive, wait_for
 
@@ -301,6 +300,8 @@ def run_until_waiting(pytester):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a suite started with SIGINT ignored (nohup, a background job) must not pass that on
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state = pytester.path / ".xprocess" / "srv" / "state.jsonl"
     assert wait_for(state.exists, 30)
@@ -340,8 +341,8 @@ def test_xkill_while_another_session_waits(pytester_xp):
 def test_child_processes_are_in_their_own_session(project):
     project.runpytest_subprocess().assert_outcomes(passed=1)
     pid = recorded_pid(project)
-    assert psutil.Process(pid).ppid() != 0
-    assert os.getsid(pid) == pid
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # a session and a group of its own
+    assert os.getsid(pid) != os.getsid(0)
 
 
 def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
@@ -352,7 +353,7 @@ def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
         info = XProcessInfo(project.path / ".xprocess", "srv")
         info.terminate()
         state = info._state()
-        state.update(pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time() - 100)
+        state.update(pid=stranger.pid)  # the recorded start stays: not the stranger's
         info.statepath.write_text(json.dumps(state) + "\n")
         project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"{stranger.pid} srv DEAD *"])
         kill = project.runpytest_subprocess("--xkill")
