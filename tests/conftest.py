@@ -5,7 +5,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import psutil
 import pytest
@@ -27,6 +27,32 @@ def starter(code: str, pattern: str | None = "ready", **attrs: object) -> type[x
 
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(600)"
+
+
+def conftest_source(
+    starts: object, names: Sequence[str] = ("srv",), extra: str = "", code: str | None = None, ensure_args: str = ""
+) -> str:
+    """A conftest with one fixture per name, each a server (``code``, by default one that counts
+    its starts in ``starts``) ensured with ``ensure_args`` (say ``", restart=True"``)."""
+    code = code or f"import time; open({str(starts)!r}, 'a').write('x'); print('ready', flush=True); time.sleep(600)"
+    fixtures = "".join(
+        f"""
+@pytest.fixture
+def {name}(xprocess):
+    return xprocess.ensure({name!r}, Starter{ensure_args})
+"""
+        for name in names
+    )
+    return f"""
+import sys, pytest
+from xprocess import ProcessStarter
+
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = [sys.executable, "-c", {code!r}]
+{textwrap.indent(textwrap.dedent(extra), "    ")}
+{fixtures}
+"""
 
 
 def terminate_all(statedir: Path) -> None:

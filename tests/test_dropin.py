@@ -7,7 +7,7 @@ import textwrap
 
 import psutil
 import pytest
-from conftest import SLEEPER, alive, py, starter
+from conftest import SLEEPER, alive, conftest_source, py, starter
 
 from xprocess import XProcess, XProcessError
 
@@ -166,27 +166,15 @@ def test_a_negative_timeout_returns_minus_one_as_in_1x(xp):
 
 
 def test_a_failed_start_shows_the_callers_line_not_the_plugins_insides(pytester_xp):
-    pytester_xp.makeconftest(
-        textwrap.dedent(f"""
-        import pytest
-        from xprocess import ProcessStarter
-
-        class Crashes(ProcessStarter):
-            pattern = "ready"
-            args = {py("import sys; print('boom', flush=True); sys.exit(3)")!r}
-
-        @pytest.fixture
-        def srv(xprocess):
-            return xprocess.ensure("srv", Crashes)
-    """)
-    )
+    code = "import sys; print('boom', flush=True); sys.exit(3)"
+    pytester_xp.makeconftest(conftest_source(None, code=code))
     pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
     result = pytester_xp.runpytest_subprocess("--tb=long")
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     entries = re.findall(r"^(\S+\.py):\d+: ", out, re.M)
     assert entries.count("xprocess.py") <= 1, out
-    assert 'return xprocess.ensure("srv", Crashes)' in out
+    assert "return xprocess.ensure('srv', Starter)" in out
     result.stdout.fnmatch_lines(["*xprocess 'srv' exited with code 3 before it was ready*", "*last line of the log:*"])
     assert len(out.splitlines()) < 60, out
 

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SLEEPER, alive, py, starter, wait_for
+from conftest import SLEEPER, alive, conftest_source, py, starter, wait_for
 
 import xprocess
 from xprocess import StartupTimeoutError, XProcess, XProcessInfo
@@ -145,20 +145,8 @@ def test_bad_popen_kwargs_stop_nothing(xp, kwargs, error, words):
 
 
 def test_a_failing_test_after_a_restart_in_the_session_reports_the_new_log(pytester_xp):
-    pytester_xp.makeconftest(
-        textwrap.dedent(f"""
-        import pytest
-        from xprocess import ProcessStarter
-
-        class Server(ProcessStarter):
-            pattern = "ready"
-            args = {py("import time; print('ready', flush=True); print('spam ' * 40, flush=True); time.sleep(600)")!r}
-
-        @pytest.fixture
-        def srv(xprocess):
-            return xprocess.ensure("srv", Server, restart=True)
-    """)
-    )
+    code = "import time; print('ready', flush=True); print('spam ' * 40, flush=True); time.sleep(600)"
+    pytester_xp.makeconftest(conftest_source(None, code=code, ensure_args=", restart=True"))
     pytester_xp.makepyfile(
         "def test_a(srv):\n    pass\n\ndef test_b(srv):\n    import time; time.sleep(0.2); assert 0\n"
     )
@@ -219,21 +207,8 @@ def test_an_infinite_timeout_means_no_deadline(xp):
 
 
 def test_xshow_escapes_what_the_terminal_cannot_print(pytester_xp, monkeypatch):
-    pytester_xp.makeconftest(
-        textwrap.dedent(f"""
-        import pytest
-        from xprocess import ProcessStarter
-
-        class Server(ProcessStarter):
-            pattern = "ready"
-            args = {py(SLEEPER + " # café")!r}
-
-        @pytest.fixture
-        def srv(xprocess):
-            return xprocess.ensure("café", Server)
-    """)
-    )
-    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
+    pytester_xp.makeconftest(conftest_source(None, names=("café",), code=SLEEPER + " # café"))
+    pytester_xp.makepyfile("def test_a(café):\n    pass\n")
     assert pytester_xp.runpytest_subprocess().ret == 0
     monkeypatch.setenv("LC_ALL", "C")
     monkeypatch.setenv("PYTHONUTF8", "0")
@@ -245,23 +220,9 @@ def test_xshow_escapes_what_the_terminal_cannot_print(pytester_xp, monkeypatch):
 
 
 def test_an_xdist_worker_dying_mid_start_under_xstop_leaves_nothing(pytester_xp):
-    pytester_xp.makeconftest(
-        textwrap.dedent(f"""
-        import os, pytest
-        from xprocess import ProcessStarter
-
-        class Server(ProcessStarter):
-            pattern = "ready"
-            args = {py("import time; time.sleep(2); print('ready', flush=True); time.sleep(600)")!r}
-
-            def startup_check(self):
-                os._exit(3)  # the worker dies while the server boots
-
-        @pytest.fixture
-        def srv(xprocess):
-            return xprocess.ensure("srv", Server)
-    """)
-    )
+    code = "import time; time.sleep(2); print('ready', flush=True); time.sleep(600)"
+    dies = "import os\ndef startup_check(self):\n    os._exit(3)  # the worker dies while the server boots\n"
+    pytester_xp.makeconftest(conftest_source(None, code=code, extra=dies))
     pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
     result = pytester_xp.runpytest_subprocess("-n", "1", "--xstop")
     assert result.ret != 0

@@ -15,7 +15,7 @@ import tracemalloc
 
 import psutil
 import pytest
-from conftest import SLEEPER, alive, ours_still_running, py, starter, terminate_all, wait_for
+from conftest import SLEEPER, alive, conftest_source, ours_still_running, py, starter, terminate_all, wait_for
 
 import xprocess
 from xprocess import ProcessExitedError, ProcessStarter, StartupTimeoutError, XProcess, XProcessError
@@ -715,11 +715,7 @@ def test_a_starter_instance_is_used_as_it_is(xp):
 
 def test_a_log_deleted_while_the_process_runs(pytester_xp):
     """The process is reused; its log is gone: no logfile, no report section, no crash."""
-    pytester_xp.makeconftest(
-        "import pytest\nfrom xprocess import ProcessStarter\n"
-        f"class S(ProcessStarter):\n    args = {py(SLEEPER)!r}\n    pattern = 'ready'\n"
-        "@pytest.fixture\ndef srv(xprocess):\n    return xprocess.ensure('srv', S)\n"
-    )
+    pytester_xp.makeconftest(conftest_source(None, code=SLEEPER))
     pytester_xp.makepyfile("def test_fails(srv):\n    assert 0\n")
     pytester_xp.runpytest_subprocess().assert_outcomes(failed=1)
     (pytester_xp.path / ".xprocess" / "srv" / "xprocess.log").unlink()

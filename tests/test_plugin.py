@@ -8,35 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
-from conftest import alive, wait_for
+from conftest import alive, conftest_source, wait_for
 
 from xprocess import XProcessInfo
-
-
-def conftest_source(starts, names=("srv",), extra="", code=None):
-    """A conftest with one fixture per name, each a server that counts its starts in ``starts``."""
-    code = code or f"import time; open({str(starts)!r}, 'a').write('x'); print('ready', flush=True); time.sleep(600)"
-    fixtures = "".join(
-        f"""
-@pytest.fixture
-def {name}(xprocess):
-    return xprocess.ensure({name!r}, Starter)
-"""
-        for name in names
-    )
-    return f"""
-import sys, pytest
-from xprocess import ProcessStarter
-
-class Starter(ProcessStarter):
-    pattern = "ready"
-    args = [sys.executable, "-c", {code!r}]
-{textwrap.indent(textwrap.dedent(extra), "    ")}
-{fixtures}
-"""
 
 
 @pytest.fixture
