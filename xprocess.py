@@ -20,8 +20,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from types import MappingProxyType, SimpleNamespace
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -189,8 +189,9 @@ class ProcessStarter:
             return False
 
 
-class _Launch(NamedTuple):
-    """A starter's settings, read once and checked."""
+class _Launch(SimpleNamespace):
+    """A starter's settings, read once and checked. (Not a NamedTuple: building one at import
+    compiles each field's annotation, a fifth of this module's import time.)"""
 
     args: list[str]
     env: dict[str, str] | None
@@ -228,7 +229,7 @@ class _Launch(NamedTuple):
         pattern = _check_pattern(f"xprocess {name!r}", self.pattern_from.pattern)
         if pattern is None and self.check is None:
             raise TypeError(f"xprocess {name!r}: the starter needs a pattern or a startup_check method")
-        return self._replace(pattern=pattern)
+        return _Launch(**{**vars(self), "pattern": pattern})
 
 
 def _check_name(name: object) -> str:
@@ -320,8 +321,9 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     if "executable" not in kwargs:
         _check_executable(where, argv[0], cwd, env)
     return _Launch(
-        argv, env, cwd, pattern, s if deferred else None, s, check, float(timeout), max_lines, kwargs,
-        bool(s.terminate_on_interrupt),
+        args=argv, env=env, cwd=cwd, pattern=pattern, pattern_from=s if deferred else None, starter=s,
+        check=check, timeout=float(timeout), max_read_lines=max_lines, popen_kwargs=kwargs,
+        terminate_on_interrupt=bool(s.terminate_on_interrupt),
     )  # fmt: skip
 
 
@@ -529,13 +531,21 @@ def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | Non
 # process or its ancestors.
 
 
-class _Proc(NamedTuple):
-    pid: int
-    start: str  # with the pid, the identity of a process: a recycled pid has another start
-    since: float  # the start as a number, to order processes (clock ticks, or seconds)
-    ppid: int
-    sid: int
-    zombie: bool
+class _Proc:
+    """A snapshot of one process."""
+
+    __slots__ = ("pid", "ppid", "sid", "since", "start", "zombie")
+
+    def __init__(self, pid: int, start: str, since: float, ppid: int, sid: int, zombie: bool) -> None:
+        self.pid = pid
+        self.start = start  # with the pid, the identity of a process: a recycled pid has another start
+        self.since = since  # the start as a number, to order processes (clock ticks, or seconds)
+        self.ppid = ppid
+        self.sid = sid
+        self.zombie = zombie
+
+    def __repr__(self) -> str:
+        return f"<process {self.pid}>"
 
 
 @functools.cache
