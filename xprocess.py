@@ -1286,10 +1286,13 @@ class XProcess:
             for info in infos:
                 locked = 0
                 for lockname in (LOCK_NAME, LEASE_NAME):  # both, or it is being started or used
-                    with contextlib.suppress(XProcessError):
+                    try:
                         fd = _open_lock(info.controldir / lockname)
-                        held.append(fd)
-                        locked += _flock(fd)
+                    except XProcessError:  # its directory is gone: nobody can hold it
+                        locked += 1
+                        continue
+                    held.append(fd)
+                    locked += _flock(fd)
                 if locked == 2:
                     free[info.name] = (info._key, info._state())
                 else:

@@ -168,3 +168,19 @@ def test_xdist_xstop_still_stops_everything_at_the_end(sessions):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "srv: started in" in result.stdout and "terminated at end" in result.stdout
     assert not XProcess(None, sessions.path).getinfo("srv").isrunning()
+
+
+def test_xstop_still_stops_a_server_whose_directory_was_deleted_during_the_session(sessions):
+    """No lease can be held on a file that is gone: the stop at the end finds it by its marker."""
+    sessions.makepyfile(
+        test_gone=(
+            "import shutil\n"
+            "def test_gone(srv):\n"
+            "    open('pid', 'w').write(str(srv[0]))\n"
+            "    shutil.rmtree('.xprocess/srv')\n"
+        )
+    )
+    result = run_a(sessions.path, "--xstop", "test_gone.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "srv: started in" in result.stdout and "terminated at end" in result.stdout, result.stdout
+    assert not alive(int((sessions.path / "pid").read_text()))
