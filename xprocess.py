@@ -256,12 +256,14 @@ def _check_name(name: object) -> str:
 def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _Launch:
     """Turn a ``preparefunc(cwd)`` or a ``ProcessStarter`` into a checked :class:`_Launch`.
 
-    Called under the per-name lock, once per start, before anything is stopped or spawned: a
-    starter whose properties do work (create a cluster, pick a port) does it once. A ``pattern``
-    that is a property is left for :meth:`_Launch.read_pattern`, after the spawn.
+    Called under the per-name lock, once per ``ensure()``, before anything is stopped or
+    spawned: a starter whose properties do work (create a cluster, pick a port) does it in one
+    session at a time. A ``pattern`` that is a property is left for
+    :meth:`_Launch.read_pattern`, after the spawn.
 
     :raises TypeError, ValueError, FileNotFoundError: naming the bad value; nothing was started.
     """
+    import subprocess
 
     where = f"xprocess {name!r}"
     if isinstance(starter, type) and issubclass(starter, ProcessStarter):
@@ -304,7 +306,7 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     unknown = sorted(set(kwargs) - _popen_keywords())
     if unknown:  # fails here, not in Popen after the old process was stopped
         raise TypeError(f"{where}: popen_kwargs has arguments subprocess.Popen does not take: {', '.join(unknown)}")
-    kwargs = {"stdin": _devnull(), **kwargs}
+    kwargs = {"stdin": subprocess.DEVNULL, **kwargs}
     cwd = kwargs.pop("cwd", None)
     # a relative cwd is from the current directory, as Popen would have it
     cwd = _resolved(control_dir.parent) / control_dir.name if cwd is None else Path(os.fspath(cwd)).resolve()
@@ -312,7 +314,7 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
         raise FileNotFoundError(f"{where}: its working directory {str(cwd)!r} does not exist")
 
     # A property (pytest-xprocess 0.x read it once the process ran) is read after the spawn.
-    deferred = isinstance(s, ProcessStarter) and _is_descriptor(type(s), "pattern")
+    deferred = _is_descriptor(type(s), "pattern")
     pattern = None if deferred else _check_pattern(where, s.pattern)
     check = getattr(s, "startup_check", None)
     if pattern is None and not deferred and check is None:
@@ -351,12 +353,6 @@ def _check_pattern(where: str, pattern: object) -> re.Pattern[str] | None:
     if pattern is None or (isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str)):
         return pattern
     raise TypeError(f"{where}: pattern must be a str regex or None, got {pattern!r}")
-
-
-def _devnull() -> int:
-    import subprocess
-
-    return subprocess.DEVNULL
 
 
 @functools.cache
@@ -564,19 +560,29 @@ def _boot_id() -> str:
         return ""
 
 
+def _proc_file(pid: int, name: str) -> bytes | None:
+    """The content of ``/proc/<pid>/<name>``, or None if it cannot be read."""
+    try:
+        fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def _proc(pid: int) -> _Proc | None:
     """A snapshot of process ``pid``, or None if there is none (or it cannot be seen)."""
     if _PROC_FS:
-        try:
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        data = _proc_file(pid, "stat")
+        if data is None:
             return None
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
         fields = data[data.rfind(b")") + 2 :].split(None, 20)
         try:  # state, ppid, pgrp, session, ... starttime (fields 3, 4, 5, 6 and 22 of proc(5))
             ticks = int(fields[19])
@@ -609,19 +615,9 @@ def _marker_of(pid: int) -> str | None:
     environment is read from: they show none.
     """
     if _PROC_FS:
-        try:
-            fd = os.open(f"/proc/{pid}/environ", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        data = _proc_file(pid, "environ")
+        if data is None:
             return None
-        try:
-            chunks = [os.read(fd, 65536)]
-            while chunks[-1]:
-                chunks.append(os.read(fd, 65536))
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
         at = data.find(b"\0" + _MARKER_PREFIX)
         if at < 0 and not data.startswith(_MARKER_PREFIX):
             return ""
@@ -638,11 +634,10 @@ def _marker_of(pid: int) -> str | None:
 def _uid(pid: int) -> int | None:
     """The real user id of ``pid``."""
     if _PROC_FS:
+        status = _proc_file(pid, "status") or b""
         try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                status = f.read()
             return int(status[status.index(b"\nUid:") + 5 :].split(None, 1)[0])
-        except (OSError, ValueError):
+        except ValueError:
             return None
     import psutil
 
@@ -1252,6 +1247,8 @@ class XProcess:
         :raises XProcessError: it was still in use at the timeout (naming who uses it).
         """
         __tracebackhide__ = True
+        import shlex
+
         fd = self._leases.pop(info.name, None)  # this session's own use ends here
         if fd is not None:
             os.close(fd)
@@ -1268,7 +1265,7 @@ class XProcess:
                 raise XProcessError(
                     f"xprocess {info.name!r} was not restarted: it is in use by another session ({who}) "
                     f"and stayed so for the starter's timeout of {timeout:g} s. Let that session end, "
-                    f"or stop the process anyway with: pytest --xkill {_shell_quote(info.name)}",
+                    f"or stop the process anyway with: pytest --xkill {shlex.quote(info.name)}",
                     name=info.name,
                 )
             time.sleep(delay)
@@ -1546,12 +1543,6 @@ def _describe_holders(path: Path) -> str:
             cmdline = "?"
         described.append(f"pid {pid}: {cmdline[:120]}")
     return "; ".join(described) or "another session"
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def _create_log(path: Path) -> int:
