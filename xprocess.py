@@ -801,12 +801,14 @@ def _terminate(
         return {name: 0 for name in targets_found}
     with _subreaper():  # the orphans of what dies are reaped here, not whenever init gets to them
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+            refused = set()
             for proc in pending:
                 try:
                     _signal(proc, sig)
-                except PermissionError:  # not ours to signal after all
+                except PermissionError:  # not ours to signal after all: no use waiting for it
+                    refused.add(proc)
                     failed.add(owner[proc.pid])
-            pending = _wait_gone(pending, wait, zombies_gone=True)
+            pending = _wait_gone([p for p in pending if p not in refused], wait, zombies_gone=True)
             if not pending:
                 break
         failed.update(owner[p.pid] for p in pending)

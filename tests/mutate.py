@@ -61,6 +61,12 @@ MUTATIONS = [
         "        timeout = min(timeout, _POLL)",
         "tests/test_ensure.py::test_the_wait_sleeps_on_events_not_on_a_timer",
     ),
+    (
+        "terminate() never returns -1",
+        "(-1 if name in failed else 1 if procs else 0)",
+        "(1 if procs else 0)",
+        "tests/test_ownership.py::test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate",
+    ),
 ]
 
 

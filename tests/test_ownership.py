@@ -358,3 +358,54 @@ def test_xstop_stops_what_the_session_used_even_on_a_full_disk(tiny_disk):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "srv: started in" in done.stdout and "terminated at end" in done.stdout
     assert ours_still_running(tiny_disk) == []
+
+
+def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(pytester_xp):
+    """The -1 of terminate(): a server that runs as another user (here nobody, through
+    popen_kwargs) and a pytest without the right to signal other users (CAP_KILL dropped)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("starting a server as another user needs root (and setpriv to drop CAP_KILL)")
+    pytester_xp.makeconftest(
+        """
+        import pytest
+        from xprocess import ProcessStarter
+
+        class Starter(ProcessStarter):
+            args = ["sleep", "600"]
+            pattern = None
+            popen_kwargs = {"user": 65534, "group": 65534}
+            def startup_check(self):
+                return True
+
+        @pytest.fixture
+        def srv(xprocess):
+            return xprocess.ensure("srv", Starter)
+        """
+    )
+    pytester_xp.makepyfile(
+        """
+        def test_terminate_fails(srv, xprocess):
+            info = xprocess.getinfo("srv")
+            assert info.terminate(timeout=0.1) == -1
+            assert info.isrunning()
+        """
+    )
+    # this pytest loads the very module the suite imported (tests/mutate.py's copy, say)
+    load = (
+        "import importlib.util, sys, pytest\n"
+        f"spec = importlib.util.spec_from_file_location('xprocess', {xprocess.__file__!r})\n"
+        "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "sys.exit(pytest.main())\n"
+    )
+    no_kill = ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", load, "-p", "no:randomly"]
+    run = pytester_xp.run(*no_kill, "--xstop")
+    assert run.ret == 0, run.outlines
+    run.stdout.fnmatch_lines(["srv: started in * s, FAILED to terminate at end"])
+    info = XProcess(None, pytester_xp.path).getinfo("srv")
+    assert info.isrunning()
+    kill = pytester_xp.run(*no_kill, "--xkill")
+    assert kill.ret == 1
+    kill.stdout.fnmatch_lines([f"{info.pid} srv FAILED TO TERMINATE"])
+    assert info.isrunning() and xprocess._uid(info.pid) == 65534  # type: ignore[arg-type]
+    assert info.terminate() == 1  # this pytest may signal it
