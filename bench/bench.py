@@ -166,14 +166,20 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
     r["xkill_plain"] = {"s": plugin.xkill(), "processes": int(plugin.env.get("BENCH_XKILL_COUNT", "20"))}
     plugin.clean()
 
-    # start-up cost: `pytest --co` of a project with no tests, with and without the plugin, in
-    # alternating order; CPU time (user + sys of the child) is steadier than wall time here
+    # start-up cost: `pytest --co` of a project with no tests, with and without the plugin, and
+    # with the floor (bench/floor_plugin.py: the same hooks, empty), in rotating order; CPU time
+    # (user + sys of the child) is steadier than wall time here
     empty = Path(tempfile.mkdtemp(prefix="xprocess-bench-empty-"))
     (empty / "pytest.ini").write_text("[pytest]\n")
-    cpu: dict[str, list[float]] = {"with": [], "without": []}
-    wall: dict[str, list[float]] = {"with": [], "without": []}
+    shutil.copy(HERE / "floor_plugin.py", empty)  # importable: `python -m` puts the cwd on sys.path
+    arms = {"with": [], "without": ["-p", "no:xprocess"]}
+    if plugin.label == "xprocess":  # the floor of this project's hooks
+        arms["floor"] = ["-p", "no:xprocess", "-p", "floor_plugin"]
+    cpu: dict[str, list[float]] = {key: [] for key in arms}
+    wall: dict[str, list[float]] = {key: [] for key in arms}
     for i in range(3 if smoke else 80):
-        for key, extra in (("with", []), ("without", ["-p", "no:xprocess"]))[:: 1 if i % 2 else -1]:
+        order = list(arms.items())
+        for key, extra in order[i % len(order) :] + order[: i % len(order)]:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             subprocess.run(
@@ -184,12 +190,13 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
             cpu[key].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     shutil.rmtree(empty)
 
-    def extra_percent(d: dict[str, list[float]]) -> float:
-        return (statistics.median(d["with"]) / statistics.median(d["without"]) - 1) * 100
+    def extra_percent(d: dict[str, list[float]], key: str = "with") -> float:
+        return (statistics.median(d[key]) / statistics.median(d["without"]) - 1) * 100
 
     r["startup"] = {
         "cpu_percent": extra_percent(cpu),
         "wall_percent": extra_percent(wall),
+        **({"floor_cpu_percent": extra_percent(cpu, "floor")} if "floor" in cpu else {}),
         "without_wall_s": statistics.median(wall["without"]),
     }
 
@@ -238,7 +245,8 @@ def table(ours: dict, theirs: dict | None) -> str:
         if key in ("xkill", "xkill_plain"):
             return fmt(x["s"], "s"), x["s"]
         if key == "startup":
-            return f"{x['cpu_percent']:+.1f} % CPU ({x['wall_percent']:+.1f} % wall)", None
+            text = f"{x['cpu_percent']:+.1f} % CPU ({x['wall_percent']:+.1f} % wall)"
+            return text + (f", floor {x['floor_cpu_percent']:+.1f} %" if "floor_cpu_percent" in x else ""), None
         if key == "xdist":
             n4, n0 = x["n4"], x["n0"]
             text = f"{n4['starts']} start(s), {n4['not_ready']} got it unready, {n4['wall_s']:.2f} s"
