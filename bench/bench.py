@@ -177,7 +177,7 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
         arms["floor"] = ["-p", "no:xprocess", "-p", "floor_plugin"]
     cpu: dict[str, list[float]] = {key: [] for key in arms}
     wall: dict[str, list[float]] = {key: [] for key in arms}
-    for i in range(3 if smoke else 80):
+    for i in range(3 if smoke else 150):
         order = list(arms.items())
         for key, extra in order[i % len(order) :] + order[: i % len(order)]:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
