@@ -131,7 +131,7 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
     rows = plugin.scenario("test_idle_wait")
     r["idle_wait"] = {
         "cpu_s": median([x["cpu_s"] for x in rows]),
-        "wakeups_per_s": median([x.get("wakeups_per_s") for x in rows]),
+        "wakeups_per_s": median([x["wakeups_per_s"] for x in rows]),
         "n": len(rows),
     }
     rows = plugin.scenario("test_deep_pattern")
@@ -177,8 +177,8 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
         arms["floor"] = ["-p", "no:xprocess", "-p", "floor_plugin"]
     cpu: dict[str, list[float]] = {key: [] for key in arms}
     wall: dict[str, list[float]] = {key: [] for key in arms}
+    order = list(arms.items())
     for i in range(3 if smoke else 150):
-        order = list(arms.items())
         for key, extra in order[i % len(order) :] + order[: i % len(order)]:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
