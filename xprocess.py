@@ -49,10 +49,9 @@ LOG_NAME = "xprocess.log"
 STATE_NAME = "state.jsonl"
 LOCK_NAME = "lock"
 PORT_NAME = "port"  # the port a starter read, kept for the next start
-LEASE_NAME = "lease"  # shared flock held by every session using the process
 KEPT_LOGS = 5  # logs of earlier starts kept beside the current one (xprocess.log.1 is the newest)
 TERMINATE_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: the log file (device, inode) is recorded: the proof of ownership
 MARKER_ENV = "XPROCESS_ID"  # "<key of project and name>:<start id>" in every started process and its descendants
 STOP_ENV = "XPROCESS_STOP"
 
@@ -225,7 +224,7 @@ class _Launch(SimpleNamespace):
             "pattern": "(a property)" if self.pattern_from is not None else pattern,
         }
         return {
-            key: hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+            key: hashlib.sha256(json.dumps(value, sort_keys=True, default=_stable_repr).encode()).hexdigest()[:16]
             for key, value in parts.items()
         }
 
@@ -237,6 +236,16 @@ class _Launch(SimpleNamespace):
         if pattern is None and self.check is None:
             raise TypeError(f"xprocess {name!r}: the starter needs a pattern or a startup_check method")
         return _Launch(**{**vars(self), "pattern": pattern})
+
+
+def _stable_repr(value: object) -> str:
+    """What stands for a value JSON cannot hold, in a fingerprint: the same in every run (a
+    function's repr holds its memory address, so it is named by module and qualified name)."""
+    if isinstance(value, functools.partial):
+        return f"functools.partial({_stable_repr(value.func)}, {value.args!r}, {value.keywords!r})"
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return repr(value)
 
 
 def _check_name(name: object) -> str:
@@ -390,7 +399,7 @@ def _choose_port(control_dir: Path, process: Any) -> int:
     if control_dir.is_dir():
         tmp = path.with_name(f".{PORT_NAME}.{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _PRIVATE, 0o600)
             try:
                 os.write(fd, str(port).encode())
             finally:
@@ -426,13 +435,13 @@ def _check_executable(where: str, exe: str, cwd: Path, env: Mapping[str, str] | 
 # --- state on disk ---
 
 
-def _read_state(path: Path, key: str) -> dict[str, Any] | None:
+def _read_state(path: Path) -> dict[str, Any] | None:
     """The recorded state, or None (with a warning if it exists but cannot be trusted or used).
 
     The file holds JSON lines: the start record, then updates (readiness) appended to it. A last
     line without its newline is an append in progress, or cut short by a crash: it is ignored.
-    It is trusted only if it is a regular file (not a link) owned by this user and not writable
-    by others, and its marker names this project directory and name (``key``).
+    It is read only from a regular file (not a link) owned by this user and writable by no one
+    else; what it names is ours only if :func:`_owned` proves it.
     """
     problem = ""
     try:
@@ -446,7 +455,7 @@ def _read_state(path: Path, key: str) -> dict[str, Any] | None:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 problem = "is not a regular file"
-            elif st.st_uid != os.geteuid() or st.st_mode & 0o002:
+            elif st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 problem = f"belongs to uid {st.st_uid} or is writable by others: not trusted (remove it)"
             else:
                 text = os.read(fd, min(st.st_size + 1, _MAX_STATE)).decode("utf-8")
@@ -467,6 +476,10 @@ def _read_state(path: Path, key: str) -> dict[str, Any] | None:
             problem = "is not valid JSON lines (empty, truncated or garbage)"
         elif isinstance(state.get("version"), int) and state["version"] > STATE_VERSION:
             problem = f"was written by a newer xprocess (format {state['version']})"
+        elif isinstance(state.get("version"), int) and state["version"] < STATE_VERSION:
+            problem = (
+                f"was written by an older xprocess (format {state['version']}); its processes are found by their marker"
+            )
         elif not (
             state.get("version") == STATE_VERSION
             and type(state.get("pid")) is int
@@ -475,10 +488,11 @@ def _read_state(path: Path, key: str) -> dict[str, Any] | None:
             and isinstance(token, str)
             and _TOKEN_RE.match(token)
             and isinstance(state.get("fingerprint"), dict)
+            and isinstance(state.get("log"), list)
+            and len(state["log"]) == 2
+            and all(type(n) is int for n in state["log"])
         ):
             problem = "does not hold a recorded process"
-        elif not token.startswith(key):
-            problem = "was recorded by another project directory (a copy?): its process is not this project's"
         else:
             return state
     warnings.warn(XProcessWarning(f"{path} {problem}; treating the process as not running"), stacklevel=3)
@@ -497,7 +511,7 @@ def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | Non
     try:
         if update is not None:
             try:  # one write(2) of one line: whole, or (after a crash) ignored by readers
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
@@ -509,7 +523,7 @@ def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | Non
             return None
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, (json.dumps(state) + "\n").encode())
         finally:
@@ -527,25 +541,36 @@ def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | Non
 # --- which processes are ours ---
 #
 # A process is ours when the plugin started it for this name in this project, or it descends from
-# one that was. The recorded process is proven by its pid *and* its exact start (clock ticks since
-# boot, with the boot id), by its marker (``XPROCESS_ID``) when its environment still shows one,
-# and otherwise by its owner; every caller asks :func:`_owned`, and :func:`_find_ours` adds its
-# descendants, its session and the processes carrying a marker of the name. Never pid 1, this
-# process or its ancestors.
+# one that was, proven by evidence the plugin put there itself, never by "same user":
+#
+# - its stdout or stderr is the log file the plugin created for that start. The file (device and
+#   inode, recorded in the state) stays on fd 1/2 of the server and its children through a
+#   rewritten title or environment, another user id, a renamed project and a deleted .xprocess
+#   (the kernel then names it "<path> (deleted)"); a copied project's log is another inode;
+# - or its environment still shows the marker ``XPROCESS_ID=<key of project and name>:<start id>``.
+#
+# The recorded process must also be a process (not a thread) with the recorded pid *and* exact
+# start (clock ticks since boot, with the boot id). Every caller asks :func:`_owned`;
+# :func:`_find_ours` adds its descendants, its session, and every process whose output is a log of
+# the name in this project's control directory or whose marker names it (what earlier starts left
+# when their state was lost). Never pid 1, this process or its ancestors.
 
 
 class _Proc:
     """A snapshot of one process."""
 
-    __slots__ = ("pid", "ppid", "sid", "since", "start", "zombie")
+    __slots__ = ("pid", "ppid", "sid", "since", "start", "stopped", "zombie")
 
-    def __init__(self, pid: int, start: str, since: float, ppid: int, sid: int, zombie: bool) -> None:
+    def __init__(
+        self, pid: int, start: str, since: float, ppid: int, sid: int, zombie: bool, stopped: bool = False
+    ) -> None:
         self.pid = pid
         self.start = start  # with the pid, the identity of a process: a recycled pid has another start
         self.since = since  # the start as a number, to order processes (clock ticks, or seconds)
         self.ppid = ppid
         self.sid = sid
         self.zombie = zombie
+        self.stopped = stopped  # SIGSTOP: the kernel still accepts its connections, it answers none
 
     def __repr__(self) -> str:
         return f"<process {self.pid}>"
@@ -585,8 +610,10 @@ def _proc(pid: int) -> _Proc | None:
             return None
         fields = data[data.rfind(b")") + 2 :].split(None, 20)
         try:  # state, ppid, pgrp, session, ... starttime (fields 3, 4, 5, 6 and 22 of proc(5))
-            ticks = int(fields[19])
-            return _Proc(pid, f"{_boot_id()}:{ticks}", ticks, int(fields[1]), int(fields[3]), fields[0] == b"Z")
+            ticks, state = int(fields[19]), fields[0]
+            return _Proc(
+                pid, f"{_boot_id()}:{ticks}", ticks, int(fields[1]), int(fields[3]), state == b"Z", state in b"Tt"
+            )
         except (IndexError, ValueError):
             return None
     import psutil
@@ -594,8 +621,10 @@ def _proc(pid: int) -> _Proc | None:
     try:
         p = psutil.Process(pid)
         with p.oneshot():
-            zombie, created = p.status() == psutil.STATUS_ZOMBIE, p.create_time()
-            return _Proc(pid, repr(created), created, p.ppid(), 0 if zombie else os.getsid(pid), zombie)
+            status, created = p.status(), p.create_time()
+            zombie = status == psutil.STATUS_ZOMBIE
+            stopped = status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+            return _Proc(pid, repr(created), created, p.ppid(), 0 if zombie else os.getsid(pid), zombie, stopped)
     except (psutil.Error, OSError):
         return None
 
@@ -631,20 +660,54 @@ def _marker_of(pid: int) -> str | None:
         return None
 
 
-def _uid(pid: int) -> int | None:
-    """The real user id of ``pid``."""
+def _leads(pid: int) -> bool:
+    """Whether ``pid`` is a process, not one of its threads: ``/proc/<tid>`` resolves for a thread
+    too, and a signal to a thread id reaches its whole process."""
+    if not _PROC_FS:
+        return True
+    status = _proc_file(pid, "status") or b""
+    at = status.find(b"\nTgid:")
+    return at >= 0 and status[at + 6 :].split(None, 1)[:1] == [str(pid).encode()]
+
+
+def _outputs(pid: int) -> list[tuple[str, tuple[int, int], int, int]]:
+    """Where ``pid``'s stdout and stderr go, when they are regular files: the path the kernel
+    gives (ending in " (deleted)" once it was removed), the file's (device, inode), its owner and
+    the fd (1 or 2)."""
+    found = []
     if _PROC_FS:
-        status = _proc_file(pid, "status") or b""
-        try:
-            return int(status[status.index(b"\nUid:") + 5 :].split(None, 1)[0])
-        except ValueError:
-            return None
+        for fd in (1, 2):
+            link = f"/proc/{pid}/fd/{fd}"
+            try:
+                st = os.stat(link)  # the open file itself, removed or not
+                if stat.S_ISREG(st.st_mode):
+                    found.append((os.readlink(link), (st.st_dev, st.st_ino), st.st_uid, fd))
+            except OSError:
+                continue
+        return found
     import psutil
 
     try:
-        return psutil.Process(pid).uids().real
-    except psutil.Error:
-        return None
+        files = psutil.Process(pid).open_files()
+    except (psutil.Error, OSError):
+        return found
+    for f in files:
+        if getattr(f, "fd", -1) in (1, 2):
+            with contextlib.suppress(OSError):
+                st = os.stat(f.path)  # by its path: without /proc, the file now there
+                found.append((f.path, (st.st_dev, st.st_ino), st.st_uid, f.fd))
+    return found
+
+
+def _log_dir(path: str) -> str | None:
+    """The control directory of ``path`` if it names a log of the plugin's (current, or an
+    earlier start's), removed or not; else None."""
+    if path.endswith(" (deleted)"):
+        path = path[: -len(" (deleted)")]
+    head, _, tail = path.rpartition("/")
+    if tail == LOG_NAME or (tail.startswith(LOG_NAME + ".") and tail[len(LOG_NAME) + 1 :].isdigit()):
+        return head
+    return None
 
 
 def _exempt() -> frozenset[int]:
@@ -666,11 +729,14 @@ def _ancestors(me: int) -> frozenset[int]:
     return frozenset(pids)
 
 
-def _owned(state: Mapping[str, Any] | None) -> tuple[_Proc | None, str]:
+def _owned(state: Mapping[str, Any] | None, info: XProcessInfo) -> tuple[_Proc | None, str]:
     """The recorded process if it is proven to be the one recorded (alive or a zombie), else
     None and why not: the one answer to "is this process ours?" that every caller uses.
 
-    ``state`` was checked by :func:`_read_state` (its marker names this project and name).
+    Proof: the recorded pid is a process with the recorded start, and either writes to the log
+    recorded for it, which is this project's (the log in ``info``'s control directory, or a log
+    whose path the kernel gives there), or still shows the recorded marker, which names this
+    project and name. ``state`` was checked by :func:`_read_state`.
     """
     if not state or "pid" not in state:
         return None, "nothing was recorded"
@@ -678,39 +744,58 @@ def _owned(state: Mapping[str, Any] | None) -> tuple[_Proc | None, str]:
     proc = _proc(pid)
     if proc is None:
         return None, "it had stopped"
-    if proc.start != state["start"] or pid in _exempt():
+    if proc.start != state["start"] or pid in _exempt() or not _leads(pid):
         return None, f"its pid {pid} now belongs to another process"
+    if proc.zombie:  # it has ended (a zombie shows no files, no environment): nothing to prove or signal
+        return proc, ""
+    log = tuple(state["log"])
+    outputs = _outputs(pid)
+    if any(ident == log for _, ident, _, _ in outputs):
+        try:
+            st = os.lstat(info.logpath)
+            here = (st.st_dev, st.st_ino) == log
+        except OSError:
+            here = False
+        if here or any(ident == log and _log_dir(path) == info._where for path, ident, _, _ in outputs):
+            return proc, ""
+        return None, "its state was recorded by another project directory (a copy?): its process is not this project's"
     marker = _marker_of(pid)
-    if marker:
-        if marker != state["token"]:
-            return None, f"its pid {pid} now belongs to another process (another XPROCESS_ID)"
-    elif _uid(pid) != os.getuid():  # no marker to prove it: the same start and our user must
-        return None, f"its pid {pid} now belongs to another user's process"
-    return proc, ""
+    if marker and marker == state["token"] and marker.startswith(info._key):
+        return proc, ""
+    return None, f"its state names pid {pid}, which is not ours (it does not write to the log recorded for it)"
 
 
-def _find_ours(targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], tree: bool) -> dict[str, list[_Proc]]:
-    """The live processes of each name: ``{name: (key, state)}``, ``key`` being the marker prefix
-    of the name in this project, ``state`` what :func:`_read_state` trusted (or None).
+_Targets = Mapping[str, "tuple[XProcessInfo, Mapping[str, Any] | None]"]
+
+
+def _find_ours(targets: _Targets, tree: bool) -> dict[str, list[_Proc]]:
+    """The live processes of each name: ``{name: (info, state)}``, ``state`` what
+    :func:`_read_state` trusted (or None).
 
     Ours are: the recorded process if :func:`_owned` proves it; with ``tree``, its descendants
     and the members of the session it leads (it was started in a new one), and every process
-    whose marker carries ``key``: daemons that left the session, and what earlier starts of the
+    whose output is a log in the name's control directory (owned by this user) or whose marker
+    names the name in this project: daemons that left the session, and what earlier starts of the
     name left behind when their state was lost (a killed pytest, a failed write, a deleted
-    ``.xprocess``). Never this process or its ancestors.
+    ``.xprocess``), title-rewriting servers included. Never this process or its ancestors.
     """
     found: dict[str, dict[int, _Proc]] = {name: {} for name in targets}
     roots = {}
+    keys: dict[str, str] = {}
     floor = float("inf")  # no process carrying a marker of these names started before this one
-    for name, (_, state) in targets.items():
-        root = _owned(state)[0]
+    for name, (info, state) in targets.items():
+        root = _owned(state, info)[0]
         if root is not None:
             found[name][root.pid] = root
             roots[root.pid] = name
+            if state:  # a renamed project: its processes carry the old key (only a proven state says so)
+                keys.setdefault(state["token"][:17], name)
         floor = min(floor, _since(state))
     if tree:
         exempt = _exempt()
-        keys = {key: name for name, (key, _) in targets.items()}
+        keys.update({info._key: name for name, (info, _) in targets.items()})
+        dirs = {info._where: name for name, (info, _) in targets.items()}
+        me = os.geteuid()
         candidates = _newer_pids([state for _, state in targets.values()])
         procs = [p for p in map(_proc, candidates) if p is not None and p.pid not in exempt]
         children: dict[int, list[_Proc]] = {}
@@ -718,9 +803,15 @@ def _find_ours(targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], tree
             children.setdefault(p.ppid, []).append(p)
         for p in procs:
             owner = roots.get(p.sid) if p.pid not in roots else None
-            if owner is None and p.since >= floor:  # only they can carry a marker: read theirs
-                marker = _marker_of(p.pid)
-                owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
+            if owner is None and p.since >= floor:  # only they can be of these names: look
+                owner = next((dirs[d] for d in _output_dirs(p.pid) if d in dirs), None)
+                if owner is not None and not any(
+                    uid == me and dirs.get(_log_dir(path) or "") == owner for path, _, uid, _ in _outputs(p.pid)
+                ):
+                    owner = None  # a log of ours is a file this user created
+                if owner is None:
+                    marker = _marker_of(p.pid)
+                    owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
             if owner is not None:
                 found[owner][p.pid] = p
         for pid, name in roots.items():  # descendants, down from the recorded process
@@ -731,6 +822,20 @@ def _find_ours(targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], tree
                         found[name][child.pid] = child
                         todo.append(child.pid)
     return {name: [p for p in procs.values() if not p.zombie] for name, procs in found.items()}
+
+
+def _output_dirs(pid: int) -> list[str]:
+    """The control directories of the logs ``pid`` writes to on fd 1/2 (the cheap look of a
+    sweep: one readlink each, the file is looked at only for a match)."""
+    if not _PROC_FS:
+        return [d for d in (_log_dir(path) for path, _, _, _ in _outputs(pid)) if d]
+    found = []
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            d = _log_dir(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            if d:
+                found.append(d)
+    return found
 
 
 def _forks() -> int | None:
@@ -785,14 +890,17 @@ def _since(state: Mapping[str, Any] | None) -> float:
 
 
 def _terminate(
-    targets: Mapping[str, tuple[str, Mapping[str, Any] | None]], timeout: float, tree: bool = True
+    targets: _Targets, timeout: float, tree: bool = True, found: dict[str, list[_Proc]] | None = None
 ) -> dict[str, int]:
     """SIGTERM the processes of every name at once, SIGKILL what outlives ``timeout``, and return
     once they are gone (zombies left for init to reap are waited for, briefly).
 
+    A stopped process (SIGSTOP) is continued after its SIGTERM, so that it can handle it.
+
+    :param found: what :func:`_find_ours` found, when the caller already asked it.
     :returns: per name 1 (terminated), 0 (nothing to do) or -1 (something survived).
     """
-    targets_found = _find_ours(targets, tree)
+    targets_found = found if found is not None else _find_ours(targets, tree)
     owner = {p.pid: name for name, procs in targets_found.items() for p in procs}
     failed: set[str] = set()
     pending = [p for procs in targets_found.values() for p in procs]
@@ -805,6 +913,8 @@ def _terminate(
             for proc in pending:
                 try:
                     _signal(proc, sig)
+                    if sig == signal.SIGTERM and proc.stopped:
+                        _signal(proc, signal.SIGCONT)
                 except PermissionError:  # not ours to signal after all: no use waiting for it
                     refused.add(proc)
                     failed.add(owner[proc.pid])
@@ -822,11 +932,16 @@ def _signal(proc: _Proc, sig: int) -> None:
     """Send ``sig`` to ``proc`` if its pid still names it (through a pidfd where there is one,
     so the pid cannot be recycled between the check and the signal)."""
     fd = None
-    with contextlib.suppress(AttributeError, OSError):
+    try:
         fd = os.pidfd_open(proc.pid)  # type: ignore[attr-defined,unused-ignore]
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # a thread id, not a process: never signalled
+            return
+    except AttributeError:
+        pass
     try:
         now = _proc(proc.pid)
-        if now is None or now.start != proc.start:
+        if now is None or now.start != proc.start or (fd is None and not _leads(proc.pid)):
             return
         with contextlib.suppress(ProcessLookupError):
             if fd is not None:
@@ -917,13 +1032,18 @@ class XProcessInfo:
         project = os.fsencode(_resolved(self.controldir.parent))
         return hashlib.sha256(project + b"\0" + os.fsencode(self.name)).hexdigest()[:16] + ":"
 
+    @functools.cached_property
+    def _where(self) -> str:
+        """The control directory as the kernel names it in a process's open files."""
+        return os.fsdecode(_resolved(self.controldir.parent) / self.name)
+
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid}>"
 
     def _state(self) -> dict[str, Any] | None:
         """The recorded state, if it can be trusted; a ``pid`` assigned to this object that is not
         the recorded one leaves nothing recorded."""
-        state = _read_state(self.statepath, self._key)
+        state = _read_state(self.statepath)
         if self._pid is not _UNSET and (state is None or state["pid"] != self._pid):
             return None
         return state
@@ -950,7 +1070,7 @@ class XProcessInfo:
 
     def isrunning(self, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process is alive and is the very one recorded (not a recycled pid)."""
-        proc = _owned(self._state())[0]
+        proc = _owned(self._state(), self)[0]
         return proc is not None and not (ignore_zombies and proc.zombie)
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = TERMINATE_TIMEOUT) -> int:
@@ -962,7 +1082,7 @@ class XProcessInfo:
             return 0
         if not isinstance(timeout, (int, float)) or timeout < 0:
             return -1  # pytest-xprocess 1.x returned -1 for a negative timeout too
-        return _terminate({self.name: (self._key, self._state())}, timeout, kill_proc_tree)[self.name]
+        return _terminate({self.name: (self, self._state())}, timeout, kill_proc_tree)[self.name]
 
     def kill(self) -> int:
         """The same as :meth:`terminate` (the original API's name)."""
@@ -970,7 +1090,7 @@ class XProcessInfo:
 
     def _tree(self) -> list[int]:
         """The pids :meth:`terminate` would signal now."""
-        return [p.pid for p in _find_ours({self.name: (self._key, self._state())}, tree=True)[self.name]]
+        return [p.pid for p in _find_ours({self.name: (self, self._state())}, tree=True)[self.name]]
 
 
 class _Ensured(tuple):  # type: ignore[type-arg]
@@ -1035,6 +1155,10 @@ class XProcess:
     def ensure(self, name: str, starter: Any, restart: bool = False, persist_logs: bool = True) -> _Ensured:
         """Return ``(pid, logpath)`` of the running, ready process ``name``, starting it if needed.
 
+        One deadline, the starter's ``timeout``, covers the whole call: the lock, another
+        session's lease, the start and its readiness. Only the stop of an old process (at most
+        :data:`TERMINATE_TIMEOUT` plus 2 s, for one that ignores SIGTERM) is not counted.
+
         :param starter: a ``ProcessStarter`` subclass, or ``preparefunc(cwd)`` returning
             ``(pattern, args)`` or ``(pattern, args, env)``.
         :param restart: terminate and start it even if it runs.
@@ -1045,40 +1169,55 @@ class XProcess:
         info = self.getinfo(name)
         if sys.platform == "win32":
             raise XProcessError(f"xprocess {name!r}: Windows is not supported (only POSIX systems)", name=name)
-        # Under the lock the starter is read (its properties may create a cluster or pick a port:
-        # once), the recorded process reused or stopped, and a new one started; a caller that
-        # finds another session starting it waits, then reuses it.
-        lock_deadline = time.monotonic() + _lock_timeout(starter)
-        fd, created = self._lock(info, lock_deadline)
-        try:
+        began = time.monotonic()
+        deadline = began + _lock_timeout(starter)
+        launch: _Launch | None = None
+        delay, waiting = 0.001, ""
+        while True:
+            # Under the lock the starter is read (its properties may create a cluster or pick a
+            # port: once), the recorded process reused or stopped, and a new one started; a caller
+            # that finds another session starting it waits, then reuses it.
+            fd, created = self._lock(info, deadline)
             try:
-                launch = _launch(name, starter, info.controldir, self)
-            except Exception:
-                for path in reversed(created):  # bad input changes nothing
-                    with contextlib.suppress(OSError):
-                        path.rmdir() if path.is_dir() else path.unlink()
-                raise
-            state = info._state()
-            found = "" if restart else self._reuse(info, launch, state)
-            if isinstance(found, _Ensured):
-                return found
-            why = found or _why_start(state, launch, restart)
-            if why:
-                log.warning("xprocess %r %s", name, why)
-            # A process another session uses is not stopped under it: wait for its lease.
-            running = _owned(state)[0]
-            held = self._unleased(info, launch.timeout) if running and not running.zombie else None
-            try:
-                # What remains of it, and of earlier starts whose state was lost (found by
-                # marker), ends before the new one starts, so that nothing holds the port twice.
-                if _terminate({name: (info._key, state)}, TERMINATE_TIMEOUT)[name] and not why:
-                    log.warning("xprocess %r: ended processes left by a start whose state was lost", name)
+                if launch is None:
+                    try:
+                        launch = _launch(name, starter, info.controldir, self)
+                    except Exception:
+                        self._undo(created)
+                        raise
+                    deadline = began + launch.timeout
+                state = info._state()
+                proc, gone = _owned(state, info)
+                if proc is None and gone.startswith("its state "):  # copied or forged: nothing of it is used
+                    warnings.warn(XProcessWarning(f"{info.statepath}: {gone}; not running"), stacklevel=2)
+                    state = None
+                found = "" if restart else self._reuse(info, launch, state, proc)
+                if isinstance(found, _Ensured):
+                    return found
+                why = found or _why_start(state, launch, restart, proc, gone)
+                # What remains of it, and of earlier starts whose state was lost, ends before the
+                # new one starts (nothing holds its port twice), unless another session uses it.
+                stopped = self._stop_for_start(info, state)
+                if isinstance(stopped, float):
+                    if why:
+                        log.warning("xprocess %r %s", name, why)
+                    return self._start(info, launch, persist_logs, why, deadline + stopped)
+                waiting = stopped
             finally:
-                if held is not None:  # no one can take a lease now: that needs the start lock we hold
-                    os.close(held)
-            return self._start(info, launch, persist_logs, why)
-        finally:
-            os.close(fd)  # releases the lock
+                os.close(fd)  # releases the lock
+            # In use by another session: wait for it without the lock, so that sessions that can
+            # reuse it as it is still do.
+            if time.monotonic() >= deadline:
+                raise XProcessError(
+                    f"xprocess {name!r} was not restarted: it is in use by another session ({waiting}) "
+                    f"and stayed so for the starter's timeout of {launch.timeout:g} s. Let that session end, "
+                    f"or stop the process anyway with: pytest --xkill {_quote(name)}",
+                    name=name,
+                )
+            if delay == 0.001:
+                log.warning("xprocess %r: waiting for %s to end", name, waiting)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
 
     def _lock(self, info: XProcessInfo, deadline: float) -> tuple[int, list[Path]]:
         """Take the per-name lock, creating the directories as needed: the lock's fd and what
@@ -1104,28 +1243,31 @@ class XProcess:
             os.close(fd)
 
     def _make_dirs(self, info: XProcessInfo) -> list[Path]:
-        """Create the state and control directories as needed; return what was created."""
+        """Create the state and control directories as needed (0700, whatever the umask), with the
+        state directory's ``.gitignore``; return what was created. One that exists must be a
+        directory of this user's that no one else may write to.
+
+        :raises XProcessError: saying whose it is and what to do.
+        """
         created = []
         try:
-            if not self.statedir.is_dir():
-                self.statedir.mkdir(parents=True, exist_ok=True)
-                created.append(self.statedir)
-                (self.statedir / ".gitignore").write_text("*\n")
-                created.append(self.statedir / ".gitignore")
-            try:
-                mode = os.lstat(info.controldir).st_mode
-            except FileNotFoundError:
+            if not self.rootdir.is_dir():
+                self.rootdir.mkdir(parents=True, exist_ok=True)
+            for path in (self.statedir, info.controldir):
                 try:
-                    os.mkdir(info.controldir)
-                    created.append(info.controldir)
-                except FileExistsError:  # another session made it just now
-                    pass
-                mode = os.lstat(info.controldir).st_mode
-            if not stat.S_ISDIR(mode):
-                raise XProcessError(
-                    f"xprocess {info.name!r}: {info.controldir} is not a directory (a symbolic link?): remove it",
-                    name=info.name,
-                )
+                    os.mkdir(path, 0o700)
+                    created.append(path)
+                except FileExistsError:  # ours from an earlier run, or another session's just now
+                    _check_private_dir(path, info.name)
+            ignore = self.statedir / ".gitignore"
+            if not os.path.lexists(ignore):  # whenever .xprocess exists, git ignores it
+                with contextlib.suppress(FileExistsError):
+                    gi = os.open(ignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                    try:
+                        os.write(gi, b"*\n")
+                    finally:
+                        os.close(gi)
+                    created.append(ignore)
             return created
         except OSError as exc:
             raise XProcessError(
@@ -1133,14 +1275,30 @@ class XProcess:
                 "(free some space or make it writable)"
             ) from exc
 
-    def _reuse(self, info: XProcessInfo, launch: _Launch, state: dict[str, Any] | None) -> _Ensured | str:
-        """The running process if it is the recorded one, became ready, has this configuration
-        and passes its ``startup_check`` now; else why not ("" when :func:`_why_start` says)."""
+    def _undo(self, created: list[Path]) -> None:
+        """Remove what :meth:`_make_dirs` created for a start that did not happen (bad input
+        changes nothing); ``.gitignore`` goes only with its directory."""
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                if path == self.statedir and os.listdir(path) == [".gitignore"]:
+                    (path / ".gitignore").unlink()
+                if path.is_dir():
+                    path.rmdir()
+                elif path.name != ".gitignore":
+                    path.unlink()
+
+    def _reuse(
+        self, info: XProcessInfo, launch: _Launch, state: dict[str, Any] | None, proc: _Proc | None
+    ) -> _Ensured | str:
+        """The running process if it is the recorded one (``proc``, proven by :func:`_owned`),
+        became ready, has this configuration, is not stopped and passes its ``startup_check``
+        now; else why not ("" when :func:`_why_start` says)."""
         if not state or not state.get("ready") or state["fingerprint"] != launch.fingerprint():
             return ""
-        proc, _ = _owned(state)
         if proc is None or proc.zombie:
             return ""
+        if proc.stopped:
+            return "restarted: it was stopped (SIGSTOP), so it answers nothing"
         if (
             launch.check is not None
             and getattr(launch.starter, "check_on_reuse", True)
@@ -1157,11 +1315,11 @@ class XProcess:
         except OSError:
             size = 0
         self._note_use(info, "reused", launch, offset=size)
-        self._lease(info)
+        self._lease(info, proc.pid, tuple(state["log"]))
         port = state.get("port")
         return _Ensured(proc.pid, info.logpath, match, size, self, info.name, port if type(port) is int else None)
 
-    def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, why: str) -> _Ensured:
+    def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, why: str, deadline: float) -> _Ensured:
         __tracebackhide__ = True
         import subprocess
 
@@ -1176,9 +1334,10 @@ class XProcess:
         events = self._waker
         self._note_use(info, "starting", launch, offset=0)  # an xdist worker dying now still has it stopped
         started = time.monotonic()
-        deadline = started + launch.timeout  # after the old process was stopped: the whole timeout
         forks = _forks()  # while fewer follow than there are pids to go round, its own are the newer pids
         logfd = _create_log(info.logpath)
+        st = os.fstat(logfd)
+        logid = [st.st_dev, st.st_ino]  # the proof that a process is this start's: its output goes there
         with events.watching(info.logpath):
             try:
                 popen = subprocess.Popen(
@@ -1201,6 +1360,7 @@ class XProcess:
                 "pid": popen.pid,
                 "start": proc.start if proc else "",
                 "token": token,
+                "log": logid,
                 "fingerprint": launch.fingerprint(),
                 "args": launch.args,
                 "port": launch.starter.__dict__.get("_port"),
@@ -1220,21 +1380,27 @@ class XProcess:
                 )
             except BaseException:
                 # this start's tree, known from memory: its state may never have been written
-                _terminate({info.name: (info._key, state)}, 2.0)
+                _terminate({info.name: (info, state)}, 2.0)
                 popen.poll()
                 raise
         self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started)
-        self._lease(info)
+        self._lease(info, popen.pid, tuple(logid))
         return _Ensured(popen.pid, info.logpath, match, offset, self, info.name, port)
 
-    def _lease(self, info: XProcessInfo) -> None:
+    def _lease(self, info: XProcessInfo, pid: int, log_id: tuple[int, ...]) -> None:
         """Hold a shared lease on ``info``'s process until this session ends (the OS drops it if
-        the session dies): stopping it at another session's end waits for it."""
+        the session dies): stopping it at another session's end or a restart waits for it.
+
+        The lease is a lock on the process's log file, reached through the process when its path
+        is gone: deleting or replacing the control directory cannot take it away."""
         if info.name not in self._leases:
-            with contextlib.suppress(XProcessError, OSError):  # a read-only project: no lease, no harm
-                fd = _open_lock(info.controldir / LEASE_NAME)
-                _flock(fd, shared=True, wait=True)
+            fd = _open_log_of(info, pid, log_id)
+            if fd is None:
+                return
+            if _flock(fd, shared=True):
                 self._leases[info.name] = fd
+            else:  # being stopped by --xkill right now: no lease, and no waiting for it
+                os.close(fd)
 
     def _release(self) -> None:
         """End this session's leases."""
@@ -1242,61 +1408,52 @@ class XProcess:
             os.close(fd)
         self._leases.clear()
 
-    def _unleased(self, info: XProcessInfo, timeout: float) -> int:
-        """Wait up to ``timeout`` until no other session holds a lease on ``info``; return the
-        fd that holds the lease file exclusively.
-
-        :raises XProcessError: it was still in use at the timeout (naming who uses it).
-        """
-        __tracebackhide__ = True
-        import shlex
-
-        fd = self._leases.pop(info.name, None)  # this session's own use ends here
-        if fd is not None:
-            os.close(fd)
-        path = info.controldir / LEASE_NAME
-        fd = _open_lock(path)
-        deadline, delay, noted = time.monotonic() + timeout, 0.001, False
-        while not _flock(fd):
-            if not noted:
-                log.warning("xprocess %r: waiting for %s to end", info.name, _describe_holders(path))
-                noted = True
-            if time.monotonic() >= deadline:
-                who = _describe_holders(path)
+    def _stop_for_start(self, info: XProcessInfo, state: dict[str, Any] | None) -> float | str:
+        """Stop what runs under ``info``'s name before a new start, unless another session holds a
+        lease on it: the seconds the stop took, or (nothing stopped) who holds it."""
+        found = _find_ours({info.name: (info, state)}, tree=True)
+        own = self._leases.pop(info.name, None)  # this session's use of the old process ends here
+        held = _exclusive(_logs_of(found[info.name], info, state), own)
+        if isinstance(held, str):
+            if own is not None:  # keep this session's lease: it still uses the process
+                if _flock(own, shared=True):
+                    self._leases[info.name] = own
+                else:
+                    os.close(own)
+            return held
+        began = time.monotonic()
+        try:
+            if _terminate({info.name: (info, state)}, TERMINATE_TIMEOUT, found=found)[info.name] and state is None:
+                log.warning("xprocess %r: ended processes left by a start whose state was lost", info.name)
+        finally:
+            for fd in held:
                 os.close(fd)
-                raise XProcessError(
-                    f"xprocess {info.name!r} was not restarted: it is in use by another session ({who}) "
-                    f"and stayed so for the starter's timeout of {timeout:g} s. Let that session end, "
-                    f"or stop the process anyway with: pytest --xkill {shlex.quote(info.name)}",
-                    name=info.name,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return fd
+        return time.monotonic() - began
 
     def _stop_unused(self, infos: Sequence[XProcessInfo]) -> dict[str, int | str]:
         """Terminate the processes of ``infos`` that no other session uses; the others are left
-        running (``"in use"``). Holding each name's start lock and its lease exclusively, no
+        running (``"in use"``). Holding each name's start lock and its leases exclusively, no
         session can take them up meanwhile."""
         results: dict[str, int | str] = {}
-        free: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        targets: dict[str, tuple[XProcessInfo, Mapping[str, Any] | None]] = {}
         held: list[int] = []
         try:
             for info in infos:
-                locked = 0
-                for lockname in (LOCK_NAME, LEASE_NAME):  # both, or it is being started or used
-                    try:
-                        fd = _open_lock(info.controldir / lockname)
-                    except XProcessError:  # its directory is gone: nobody can hold it
-                        locked += 1
-                        continue
-                    held.append(fd)
-                    locked += _flock(fd)
-                if locked == 2:
-                    free[info.name] = (info._key, info._state())
+                try:
+                    fd = _open_lock(info.controldir / LOCK_NAME)
+                except XProcessError:  # its directory is gone: nobody is starting it
+                    fd = -1
                 else:
+                    held.append(fd)
+                state = info._state()
+                found = _find_ours({info.name: (info, state)}, tree=True)[info.name]
+                leases = _exclusive(_logs_of(found, info, state), None) if (fd < 0 or _flock(fd)) else "starting"
+                if isinstance(leases, str):
                     results[info.name] = "in use"
-            results.update(_terminate(free, TERMINATE_TIMEOUT))
+                else:
+                    held.extend(leases)
+                    targets[info.name] = (info, state)
+            results.update(_terminate(targets, TERMINATE_TIMEOUT))
         finally:
             for fd in held:
                 os.close(fd)
@@ -1331,8 +1488,14 @@ class XProcess:
 
         :raises OSError: the file could not be written (the memory has it)."""
         self._uses.append(record)
-        with open(self._session_path(), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")  # one short append: whole lines even from many workers
+        path = self._session_path()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _PRIVATE, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
+            os.write(fd, (json.dumps(record) + "\n").encode())  # one short append: whole lines even from many workers
+        finally:
+            os.close(fd)
 
     def _session_path(self) -> Path:
         return self.statedir / f".session-{self._session}.jsonl"
@@ -1341,7 +1504,8 @@ class XProcess:
         """What every process of this session (xdist workers included) did, per name."""
         uses: dict[str, dict[str, Any]] = {}
         try:
-            lines = self._session_path().read_text(encoding="utf-8").splitlines()
+            with _open_nofollow(self._session_path()) as f:
+                lines = f.read(_MAX_STATE).decode("utf-8", "replace").splitlines()
         except OSError:
             lines = []
         records = []
@@ -1405,7 +1569,7 @@ class XProcess:
                 with _open_nofollow(path) as f:
                     start = max(offset, f.seek(0, os.SEEK_END) - _REPORT_BYTES)
                     f.seek(start)
-                    data = f.read()
+                    data = f.read(_REPORT_BYTES)
             except OSError:
                 continue
             lines = data.decode("utf-8", "replace").splitlines()[-_REPORT_LINES:]
@@ -1467,36 +1631,90 @@ def _check_once(check: Callable[[], Any]) -> bool:
     return bool(result and result[0])
 
 
-def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool) -> str:
-    """Why a recorded process is started again ("" when nothing was recorded)."""
+def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool, proc: _Proc | None, gone: str) -> str:
+    """Why a recorded process is started again ("" when nothing was recorded); ``proc`` and
+    ``gone`` are what :func:`_owned` said of it."""
     if state is None:
         return ""
     if restart:
         return "restarted: restart=True"
     if not state.get("ready"):
         return "restarted: it never became ready"
-    proc, why = _owned(state)
     if proc is None or proc.zombie:
-        return f"restarted: {why or 'it had stopped'}"
+        return f"restarted: {gone or 'it had stopped'}"
     changed = [k for k, v in launch.fingerprint().items() if state["fingerprint"].get(k) != v]
     return f"restarted: its configuration changed ({', '.join(changed)})"
 
 
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+# --- files under .xprocess ---
+#
+# Other accounts on the machine are part of the threat model: every directory is 0700 and every
+# file 0600 (whatever the umask: it only takes bits away); a directory that is not this user's,
+# or that others may write to, is refused; no file is followed through a symbolic link, opened in
+# a way that blocks (a FIFO planted in its place), or read past a bound.
+
+_PRIVATE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _check_private_dir(path: Path, name: str) -> None:
+    """``path`` must be a directory of this user's that no one else may write to.
+
+    :raises XProcessError: saying whose it is and what to do."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link (two projects sharing one would mix their processes)"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"belongs to {_user(st.st_uid)}, not to {_user(os.geteuid())} who runs pytest"
+    elif st.st_mode & 0o022:
+        problem = f"may be written by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    else:
+        return
+    raise XProcessError(
+        f"xprocess {name!r}: {path} {problem}: it is not safe to keep processes there. Remove it "
+        f"(rm -rf {_quote(str(path))}) or make it a directory of your own that only you can write to "
+        "(chown, chmod 700)",
+        name=name,
+    )
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
 def _open_lock(path: Path) -> int:
-    """Open (creating) a lock or lease file, read-only: enough for flock, and a lease held all
-    session long keeps no file open for writing (which would stop a remount read-only). A
-    symbolic link planted in its place is replaced; in a read-only project an existing one is used."""
-    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Open (creating) the start lock, read-only: enough for flock. A symbolic link planted in
+    its place is replaced; in a read-only project an existing one is used. Only a regular file
+    of this user's is used (another account must not be able to lock it)."""
+    flags = os.O_RDONLY | os.O_CREAT | _PRIVATE
     try:
         try:
-            return os.open(path, flags, 0o644)
+            fd = os.open(path, flags, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 os.unlink(path)
-                return os.open(path, flags | os.O_EXCL, 0o644)
-            if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            raise
+                fd = os.open(path, flags | os.O_EXCL, 0o600)
+            elif exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                fd = os.open(path, os.O_RDONLY | _PRIVATE)
+            else:
+                raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            os.close(fd)
+            raise OSError(errno.EPERM, f"not a regular file of {_user(os.geteuid())}: remove it")
+        return fd
     except OSError as exc:
         raise XProcessError(
             f"xprocess cannot open its lock {path}: {exc.strerror or exc} (make {path.parent} writable)"
@@ -1514,17 +1732,87 @@ def _flock(fd: int, shared: bool = False, wait: bool = False) -> bool:
     return True
 
 
-def _holders(path: Path) -> list[int]:
-    """The pids of other processes holding a lock on ``path`` (Linux's /proc/locks; elsewhere none)."""
+# --- leases: locks on the log file a process writes to ---
+
+
+def _open_inode(path: str, ident: tuple[int, ...]) -> int | None:
+    """An fd on the file ``ident`` (device, inode) opened through ``path`` (a log's path, or
+    ``/proc/<pid>/fd/<n>`` which reaches it even once it was removed), or None."""
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if path.startswith("/proc/") else os.O_NOFOLLOW)
+        )
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == tuple(ident):
+        return fd
+    os.close(fd)
+    return None
+
+
+def _open_log_of(info: XProcessInfo, pid: int, ident: tuple[int, ...]) -> int | None:
+    """An fd on the log file ``ident`` of ``info``'s process ``pid``."""
+    fd = _open_inode(os.fspath(info.logpath), ident)
+    for n in (1, 2) if fd is None and _PROC_FS else ():
+        fd = _open_inode(f"/proc/{pid}/fd/{n}", ident)
+        if fd is not None:
+            break
+    return fd
+
+
+def _logs_of(
+    procs: Sequence[_Proc], info: XProcessInfo, state: Mapping[str, Any] | None
+) -> dict[tuple[int, int], list[str]]:
+    """The log files of ``info``'s name that ``procs`` write to (where their leases are), each
+    with the paths it can be opened by."""
+    recorded = tuple(state["log"]) if state else None
+    logs: dict[tuple[int, int], list[str]] = {}
+    for p in procs:
+        for path, ident, _, fd in _outputs(p.pid):
+            if ident == recorded or _log_dir(path) == info._where:
+                logs.setdefault(ident, []).append(f"/proc/{p.pid}/fd/{fd}" if _PROC_FS else path)
+    return logs
+
+
+def _exclusive(logs: Mapping[tuple[int, int], Sequence[str]], own: int | None) -> list[int] | str:
+    """Lock each of ``logs`` exclusively: no session holds a lease on them then, and none can
+    take one. Returns the fds holding the locks, or (none held) who holds a lease.
+
+    ``own`` (this session's lease, if it has one) is converted in place; when that fails its lock
+    is gone (flock converts by unlocking first): the caller takes it again."""
+    own_id = None
+    if own is not None:
+        st = os.fstat(own)
+        own_id = (st.st_dev, st.st_ino)
+    held: list[int] = []
+    for ident, paths in logs.items():
+        fd = own if ident == own_id else next(filter(None, map(lambda p: _open_inode(p, ident), paths)), None)
+        if fd is None:
+            continue  # gone meanwhile
+        held.append(fd)
+        if not _flock(fd):
+            for h in held:
+                if h != own:
+                    os.close(h)
+            return _describe_holders(ident)
+    if own is not None and own not in held:
+        os.close(own)  # its process is gone: nothing to hold
+    return held
+
+
+def _holders(ident: tuple[int, ...]) -> list[int]:
+    """The pids of other processes holding a lock on the file ``ident`` (Linux's /proc/locks;
+    elsewhere none)."""
     if not _PROC_FS:
         return []
     try:
-        st = os.stat(path)
         with open("/proc/locks") as f:
             text = f.read()
     except OSError:
         return []
-    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    dev, ino = ident
+    file_id = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
     pids = set()
     for line in text.splitlines():
         parts = line.split()  # "1: FLOCK  ADVISORY  READ 1234 fe:00:5678 0 EOF"; waiters have "->"
@@ -1534,17 +1822,21 @@ def _holders(path: Path) -> list[int]:
     return sorted(pids - {os.getpid()})
 
 
-def _describe_holders(path: Path) -> str:
-    """Who holds a lease on ``path``: pid and command line of each, for a message."""
+def _describe_holders(ident: tuple[int, ...]) -> str:
+    """Who holds a lease on the log ``ident``: pid and command line of each, escaped, for a message."""
     described = []
-    for pid in _holders(path):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            cmdline = "?"
-        described.append(f"pid {pid}: {cmdline[:120]}")
+    for pid in _holders(ident):
+        cmdline = (_proc_file(pid, "cmdline") or b"?").rstrip(b"\0").replace(b"\0", b" ")
+        described.append(f"pid {pid}: {_printable(cmdline.decode('utf-8', 'replace'))[:120]}")
     return "; ".join(described) or "another session"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: text from other processes never reaches a
+    terminal raw (an escape sequence in a command line could rewrite the screen)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _create_log(path: Path) -> int:
@@ -1553,13 +1845,20 @@ def _create_log(path: Path) -> int:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | _PRIVATE, 0o600)
     except OSError as exc:
         raise XProcessError(f"xprocess cannot create its log {path}: {exc.strerror or exc}") from exc
 
 
 def _open_nofollow(path: Path) -> IO[bytes]:
-    return open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW))
+    """``path`` opened for reading if it is a regular file (not a link, a FIFO or a device).
+
+    :raises OSError: it is not."""
+    fd = os.open(path, os.O_RDONLY | _PRIVATE)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return open(fd, "rb")
 
 
 def _rotate_logs(logpath: Path, keep: int) -> None:
@@ -1605,7 +1904,14 @@ class _Waker:
 
     @contextlib.contextmanager
     def watching(self, logpath: Path) -> Iterator[None]:
-        """Watch ``logpath`` (before the child can write to it) and, once known, the child."""
+        """Watch ``logpath`` (before the child can write to it) and, once known, the child.
+
+        Watches nest: an ``ensure()`` called from a ``startup_check`` waits with watches of its
+        own, and the outer ones are back when it returns."""
+        outer = (self._watch, self._pidfd)
+        if self._pidfd is not None:  # an exit of the outer child must not keep waking this wait
+            self._poll.unregister(self._pidfd)
+        self._watch = self._pidfd = None
         if self._inotify is not None:
             wd = self._libc.inotify_add_watch(self._inotify, os.fsencode(logpath), 0x2)  # IN_MODIFY
             self._watch = wd if wd >= 0 else None
@@ -1613,13 +1919,16 @@ class _Waker:
         try:
             yield
         finally:
-            if self._watch is not None:
+            if self._watch is not None and self._watch != outer[0]:
                 self._libc.inotify_rm_watch(self._inotify, self._watch)
-                self._watch = None
             if self._pidfd is not None:
                 self._poll.unregister(self._pidfd)
                 os.close(self._pidfd)
-                self._pidfd = None
+            self._watch, self._pidfd = outer
+            if self._pidfd is not None:
+                import select
+
+                self._poll.register(self._pidfd, select.POLLIN)
 
     def watch_exit(self, pid: int) -> None:
         import select
@@ -1843,7 +2152,7 @@ def _log_tail(path: Path, count: int) -> list[str]:
     try:
         with _open_nofollow(path) as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 16 * 1024))
-            data = f.read()
+            data = f.read(16 * 1024)
     except OSError:
         return []
     return [line[:500] for line in data.decode("utf-8", "replace").splitlines()[-count:]]
@@ -1896,13 +2205,17 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not infos:
         _print(f"no processes recorded in {xp.statedir}")
     if kill is not None:
-        # a state that cannot be trusted still has what its name left running found by marker
+        # a state that cannot be trusted still has what its name left running found (by log, by marker)
         states = {info.name: info._state() for info in infos}
+        targets = {info.name: (info, states[info.name]) for info in infos}
+        found = _find_ours(targets, tree=True)
         # an explicit order overrides the leases of other sessions: it says whose
-        users = {
-            i.name: _describe_holders(i.controldir / LEASE_NAME) for i in infos if _holders(i.controldir / LEASE_NAME)
-        }
-        results = _terminate({info.name: (info._key, states[info.name]) for info in infos}, TERMINATE_TIMEOUT)
+        users = {}
+        for info in infos:
+            held = [i for i in _logs_of(found[info.name], info, states[info.name]) if _holders(i)]
+            if held:
+                users[info.name] = "; ".join(map(_describe_holders, held))
+        results = _terminate(targets, TERMINATE_TIMEOUT, found=found)
         words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
         for name, state in states.items():
             note = f" (it was in use by {users[name]})" if name in users and results[name] else ""
@@ -1926,14 +2239,14 @@ def _show_line(info: XProcessInfo) -> str:
     state = info._state()
     if state is None:
         return f"- {info.name} DEAD {info.logpath}"
-    proc, _ = _owned(state)
+    proc, _ = _owned(state, info)
     running = proc is not None and not proc.zombie
     line = f"{state['pid']} {info.name} {'LIVE' if running else 'DEAD'} {info.logpath}"
     started = state.get("started")
     if running and isinstance(started, (int, float)) and 0 <= time.time() - started < 10**9:
         up = int(time.time() - started)
         line += f" up {up // 3600}h{up // 60 % 60:02d}m{up % 60:02d}s"
-    users = _holders(info.controldir / LEASE_NAME) if running else []
+    users = _holders(tuple(state["log"])) if running else []
     if users:
         line += " in use by " + ", ".join(f"pid {pid}" for pid in users)
     if isinstance(state.get("args"), list):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,18 +54,30 @@ def postgres(xprocess):
 
         @property
         def args(self):
-            data = self.control_dir / "data"
+            home = self.control_dir / "pg"  # the cluster and its socket: the postgres user's when we are root
+            data = home / "data"
             if not (data / "PG_VERSION").exists():  # first run: create the cluster
-                data.mkdir(mode=0o700, exist_ok=True)
+                home.mkdir(mode=0o700, exist_ok=True)
                 if os.geteuid() == 0:
-                    shutil.chown(data, "postgres")
-                    shutil.chown(self.control_dir, "postgres")
+                    # It runs as postgres, which must reach its directory through ours (0700).
+                    for directory in (self.control_dir.parent, self.control_dir):
+                        os.chmod(directory, 0o711)
+                    shutil.chown(home, "postgres")
                 initdb = [postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
                 subprocess.run(as_postgres_user(initdb), check=True, capture_output=True)
             return as_postgres_user(
                 [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-k", str(self.control_dir), "-c", f"work_mem={POSTGRES_WORK_MEM}"]
+                 "-k", str(home), "-c", f"work_mem={POSTGRES_WORK_MEM}"]
             )  # fmt: skip
+
+        def startup_check(self):  # also run before a reuse: a server that answers no query is restarted
+            import psycopg
+
+            try:
+                with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", connect_timeout=2) as conn:
+                    return conn.execute("select 1").fetchone() == (1,)
+            except psycopg.Error:
+                return False
 
     port = xprocess.ensure("postgres", Postgres).port
     return {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
@@ -87,7 +100,9 @@ def redis_server(xprocess):
             return [redis, "--port", self.port, "--bind", "127.0.0.1", "--save", "", "--databases", REDIS_DATABASES]
 
         def startup_check(self):  # also run before a reuse: a server that stopped answering is restarted
-            return self.listening()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(7) == b"+PONG\r\n"
 
     return xprocess.ensure("redis", Redis).port
 

@@ -60,7 +60,7 @@ def terminate_all(statedir: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some tests leave garbage state on purpose
         xp = XProcess(None, statedir.parent)
-        xprocess._terminate({i.name: (i._key, i._state()) for i in xp._infos([])}, 2.0)
+        xprocess._terminate({i.name: (i, i._state()) for i in xp._infos([])}, 2.0)
 
 
 @pytest.fixture

@@ -353,7 +353,7 @@ def test_unreadable_state_means_not_running_with_a_warning(xp, content):
 def test_state_is_a_start_record_and_a_whole_ready_line(xp):
     xp.ensure("atomic", starter(SLEEPER))
     control = xp.statedir / "atomic"
-    assert sorted(p.name for p in control.iterdir()) == ["lease", "lock", "state.jsonl", "xprocess.log"]
+    assert sorted(p.name for p in control.iterdir()) == ["lock", "state.jsonl", "xprocess.log"]
     start, ready = (json.loads(line) for line in (control / "state.jsonl").read_text().splitlines())
     assert start["ready"] is False and ready == {
         "ready": True,
