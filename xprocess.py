@@ -1179,30 +1179,38 @@ class XProcess:
             # that finds another session starting it waits, then reuses it.
             fd, created = self._lock(info, deadline)
             try:
-                if launch is None:
-                    try:
-                        launch = _launch(name, starter, info.controldir, self)
-                    except Exception:
-                        self._undo(created)
-                        raise
-                    deadline = began + launch.timeout
                 state = info._state()
                 proc, gone = _owned(state, info)
                 if proc is None and gone.startswith("its state "):  # copied or forged: nothing of it is used
                     warnings.warn(XProcessWarning(f"{info.statepath}: {gone}; not running"), stacklevel=2)
                     state = None
-                found = "" if restart else self._reuse(info, launch, state, proc)
-                if isinstance(found, _Ensured):
-                    return found
-                why = found or _why_start(state, launch, restart, proc, gone)
-                # What remains of it, and of earlier starts whose state was lost, ends before the
-                # new one starts (nothing holds its port twice), unless another session uses it.
-                stopped = self._stop_for_start(info, state)
+                stopped: float | str = 0.0
+                if proc is None:
+                    # Nothing recorded runs: what earlier starts left (their state lost, or the
+                    # recorded process died) ends before the starter is read, as it may rebuild
+                    # what they still use (a database cluster deleted under its server).
+                    stopped = self._stop_for_start(info, state)
                 if isinstance(stopped, float):
+                    if launch is None:
+                        try:
+                            launch = _launch(name, starter, info.controldir, self)
+                        except Exception:
+                            self._undo(created)
+                            raise
+                        deadline = began + launch.timeout
+                    found = "" if restart else self._reuse(info, launch, state, proc)
+                    if isinstance(found, _Ensured):
+                        return found
+                    why = found or _why_start(state, launch, restart, proc, gone)
+                    # The recorded process and what it started end before the new one starts
+                    # (nothing holds its port twice), unless another session uses it.
+                    if proc is not None:
+                        stopped = self._stop_for_start(info, state)
+                if isinstance(stopped, float) and launch is not None:
                     if why:
                         log.warning("xprocess %r %s", name, why)
                     return self._start(info, launch, persist_logs, why, deadline + stopped)
-                waiting = stopped
+                waiting = str(stopped)
             finally:
                 os.close(fd)  # releases the lock
             # In use by another session: wait for it without the lock, so that sessions that can
@@ -1210,7 +1218,7 @@ class XProcess:
             if time.monotonic() >= deadline:
                 raise XProcessError(
                     f"xprocess {name!r} was not restarted: it is in use by another session ({waiting}) "
-                    f"and stayed so for the starter's timeout of {launch.timeout:g} s. Let that session end, "
+                    f"and stayed so for the starter's timeout of {deadline - began:g} s. Let that session end, "
                     f"or stop the process anyway with: pytest --xkill {_quote(name)}",
                     name=name,
                 )

@@ -54,7 +54,7 @@ def postgres(xprocess):
 
         @property
         def args(self):
-            home = self.control_dir / "pg"  # the cluster and its socket: the postgres user's when we are root
+            home = self.control_dir / "pg"  # the cluster: the postgres user's when we are root
             data = home / "data"
             if not (data / "PG_VERSION").exists():  # first run: create the cluster
                 home.mkdir(mode=0o700, exist_ok=True)
@@ -67,7 +67,7 @@ def postgres(xprocess):
                 subprocess.run(as_postgres_user(initdb), check=True, capture_output=True)
             return as_postgres_user(
                 [postgres_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-k", str(home), "-c", f"work_mem={POSTGRES_WORK_MEM}"]
+                 "-k", "", "-c", f"work_mem={POSTGRES_WORK_MEM}"]  # TCP only: no socket file to go stale
             )  # fmt: skip
 
         def startup_check(self):  # also run before a reuse: a server that answers no query is restarted

@@ -184,3 +184,68 @@ def test_xstop_still_stops_a_server_whose_directory_was_deleted_during_the_sessi
     assert result.returncode == 0, result.stdout + result.stderr
     assert "srv: started in" in result.stdout and "terminated at end" in result.stdout, result.stdout
     assert not alive(int((sessions.path / "pid").read_text()))
+
+
+@pytest.mark.parametrize("wipe", ["control directory", "state directory"])
+def test_a_server_in_use_survives_its_control_directory_being_deleted(sessions, wipe):
+    """Issue 18, case 6: the lease lives on the log file the server holds, not in the control
+    directory: deleting that directory (or all of .xprocess) does not let another session's start
+    stop the server under B. The other start waits, then fails naming B; B's run is unharmed."""
+    import shutil
+
+    b, pid = start_b(sessions.path)
+    try:
+        shutil.rmtree(sessions.path / ".xprocess" / ("srv" if wipe == "control directory" else ""))
+        a = run_a(sessions.path, "test_quick.py", STARTER_TIMEOUT="1")
+        assert a.returncode == pytest.ExitCode.TESTS_FAILED, a.stdout
+        assert "xprocess 'srv' was not restarted: it is in use by another session (pid " in a.stdout
+        assert f"pid {b.pid}: " in a.stdout
+        assert alive(pid)
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out
+    # B is done: the next start stops the orphan it finds by its log, and starts one server
+    again = run_a(sessions.path, "test_quick.py")
+    assert again.returncode == 0, again.stdout
+    assert not alive(pid)
+    assert XProcess(None, sessions.path).getinfo("srv").isrunning()
+
+
+def test_a_restart_that_gives_up_keeps_this_sessions_lease(sessions):
+    """Issue 19, item 8: session A reuses srv, then (in a later test) asks for a restart that
+    times out because B holds it: A keeps its own lease, so B's --xstop leaves the server that A
+    still uses running."""
+    b, pid = start_b(sessions.path)
+    (sessions.path / "test_a.py").write_text(
+        textwrap.dedent("""
+            import os, subprocess, sys, pytest
+            from xprocess import XProcessError
+
+            def test_1_reuse(srv):
+                pass
+
+            def test_2_restart_gives_up(xprocess, monkeypatch):
+                from conftest import Server
+                monkeypatch.setattr(Server, "timeout", 0.5)
+                with pytest.raises(XProcessError, match="in use by another session"):
+                    xprocess.ensure("srv", Server, restart=True)
+
+            def test_3_another_sessions_xstop_leaves_it_to_us():  # no ensure(): the lease of test_1
+                import psutil, time
+                open("release", "w").close()  # B ends: now only this session holds srv
+                b = psutil.Process(int(os.environ["B_PID"]))
+                deadline = time.monotonic() + 60
+                while b.is_running() and b.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                c = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--xstop",
+                                    "test_quick.py"], capture_output=True, text=True)
+                assert "srv: reused, left running (in use by another session)" in c.stdout, c.stdout
+        """)
+    )
+    try:
+        a = run_a(sessions.path, "test_a.py", B_PID=str(b.pid))
+        assert a.returncode == 0, a.stdout
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out
+    assert alive(pid)

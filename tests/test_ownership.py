@@ -43,7 +43,13 @@ SERVER_CONFTEST = """
         record = {}
         for line in STATE.read_text().splitlines():
             record.update(json.loads(line))
-        pid = {"init": 1, "self": os.getpid(), "parent": os.getppid()}.get(FORGE) or int(os.environ["STRANGER"])
+        if FORGE == "thread-of-self":  # a thread id resolves in /proc like a pid: os.kill(tid) hits pytest
+            import threading, time
+            thread = threading.Thread(target=time.sleep, args=(600,), daemon=True)
+            thread.start()
+        pid = {"init": 1, "self": os.getpid(), "parent": os.getppid()}.get(FORGE) or int(
+            thread.native_id if FORGE == "thread-of-self" else os.environ["STRANGER"]
+        )
         record.update(pid=pid, start=start_of(pid))
         if FORGE == "empty-marker":
             record["token"] = ""
@@ -91,11 +97,20 @@ def in_pid_namespace(project: Path, script: str) -> dict[str, object]:
     return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("forge", ["empty-marker", "init", "self", "parent"])
+@pytest.mark.parametrize(
+    "forge", ["empty-marker", "init", "self", "parent", "stranger", "thread-of-self", "thread-of-init"]
+)
 def test_a_state_naming_init_pytest_its_shell_or_anyone_signals_nobody(tmp_path, forge):
+    """Issue 18, cases 2 and 3: a state edited to name a same-user process with its real start
+    (no marker, output elsewhere), or a thread id, is not running: nothing is reused, shown LIVE
+    or signalled."""
     script = textwrap.dedent(f"""
-        stranger = subprocess.Popen(["sleep", "600"])  # no marker: it is nobody's server
-        env = {{"FORGE": {forge!r}, "STRANGER": str(stranger.pid)}}
+        import threading, time
+        stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)  # a same-user process, nobody's server
+        thread = threading.Thread(target=time.sleep, args=(600,), daemon=True)
+        thread.start()
+        named = thread.native_id if {forge!r} == "thread-of-init" else stranger.pid
+        env = {{"FORGE": {forge!r}, "STRANGER": str(named)}}
         first = pytest()  # starts srv and records it
         stopped = pytest("--xkill")  # srv's state stays, naming a pid that no longer runs
         xkill = pytest("--xkill", env=env, shell=True)
