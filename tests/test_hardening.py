@@ -152,10 +152,10 @@ def test_a_fifo_in_the_control_directory_never_hangs_a_start(xp, planted):
 
         @property
         def args(self):
-            return py(SLEEPER) + [str(self.port)]  # reads the port file
+            return [*py(SLEEPER), str(self.port)]  # reads the port file
 
     if planted == "lock":
-        with pytest.raises(XProcessError, match="lock.*not a regular file"):
+        with pytest.raises(XProcessError, match=r"lock.*not a regular file"):
             xp.ensure("srv", Server)
         return
     with pytest.warns(xprocess.XProcessWarning) if planted == "state.jsonl" else _nothing():
