@@ -13,7 +13,11 @@ from typing import Iterator
 import pytest
 from conftest import SLEEPER, alive, py, wait_for
 
+import xprocess
 from xprocess import XProcess
+
+# who holds a lease is read from Linux's /proc/locks; elsewhere (or through psutil) it is unknown
+names_holders = pytest.mark.skipif(not xprocess._PROC_FS, reason="a lease's holders are read from Linux's /proc/locks")
 
 CONFTEST = f"""
     import os, pytest
@@ -117,6 +121,7 @@ def test_a_restart_waits_for_the_other_session_then_succeeds(sessions):
     assert not alive(pid)
 
 
+@names_holders
 def test_a_restart_that_times_out_names_the_holder_and_stops_nothing(sessions):
     b, pid = start_b(sessions.path)
     try:
@@ -140,6 +145,7 @@ def test_a_holder_killed_mid_test_releases_its_lease(sessions):
     assert not alive(pid)
 
 
+@names_holders
 def test_xshow_and_xkill_name_the_holder(sessions):
     b, pid = start_b(sessions.path)
     try:
@@ -210,7 +216,7 @@ def test_a_restart_waits_for_the_lease_within_the_starters_timeout(sessions):
     try:
         a = run_a(sessions.path, "--timeout=6", "test_quick.py", RESTART="1", STARTER_TIMEOUT="1.5")
         assert a.returncode == pytest.ExitCode.TESTS_FAILED, a.stdout + a.stderr
-        assert "xprocess 'srv' was not restarted: it is in use by another session (pid " in a.stdout, a.stdout
+        assert "xprocess 'srv' was not restarted: it is in use by another session (" in a.stdout, a.stdout
         assert "the starter's timeout of 1.5 s" in a.stdout
         assert alive(pid)
     finally:

@@ -27,12 +27,11 @@ SERVER_CONFTEST = """
     import json, os, pathlib, sys
 
     import pytest
+    import xprocess
     from xprocess import ProcessStarter
 
-    def start_of(pid):
-        data = open(f"/proc/{pid}/stat", "rb").read()
-        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
-        return f"{boot}:{int(data[data.rfind(b')') + 2:].split()[19])}"
+    def start_of(pid):  # as the plugin records it (from /proc on Linux, else through psutil)
+        return xprocess._proc(pid).start
 
     # FORGE rewrites the recorded state of srv before the plugin reads it, as a hostile or careless
     # hand would: naming init, this pytest, its parent shell or a stranger, or with an empty marker.
@@ -159,8 +158,13 @@ def test_a_recycled_pid_started_soon_after_the_recorded_one_is_a_stranger(pytest
     stranger = subprocess.Popen(["sleep", "600"])
     try:
         # the record names the stranger's pid, and a start 50 ms (5 ticks) before the stranger's
-        boot, ticks = xprocess._proc(stranger.pid).start.rsplit(":", 1)  # type: ignore[union-attr]
-        recorded.update(pid=stranger.pid, start=f"{boot}:{int(ticks) - 5}")
+        start = xprocess._proc(stranger.pid).start  # type: ignore[union-attr]
+        if ":" in start:  # Linux's /proc: "<boot id>:<clock ticks>"
+            boot, ticks = start.rsplit(":", 1)
+            start = f"{boot}:{int(ticks) - 5}"
+        else:  # psutil's creation time, in seconds
+            start = repr(float(start) - 0.05)
+        recorded.update(pid=stranger.pid, start=start)
         info.statepath.write_text(json.dumps(recorded) + "\n")
         assert not info.isrunning()
         show = pytester_xp.runpytest_subprocess("--xshow")
@@ -396,6 +400,7 @@ def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(
         f"spec = importlib.util.spec_from_file_location('xprocess', {xprocess.__file__!r})\n"
         "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
+        f"module._PROC_FS = {xprocess._PROC_FS!r}\n"  # and takes the same path (tox -e psutil)
         "sys.exit(pytest.main())\n"
     )
     no_kill = ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", load, "-p", "no:randomly"]

@@ -409,4 +409,6 @@ def test_a_worker_that_cannot_record_its_use_warns(pytester_xp):
     pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
     result = pytester_xp.runpytest_subprocess("-n", "1")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*XProcessWarning: xprocess cannot record that it uses 'srv' (*--xstop will not stop it*"])
+    result.stdout.fnmatch_lines(
+        ["*XProcessWarning: xprocess cannot record that it uses 'srv' (*--xstop will not stop it*"]
+    )
