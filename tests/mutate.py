@@ -2,12 +2,17 @@
 test named beside it must fail on that copy (it passes on the real one).
 
     python tests/mutate.py            # all of them; exit status 1 if one survives
+    python tests/mutate.py -k flags   # only those whose description or test contains "flags"
 
-The list is the audit of issue 13 (the mutations no test caught then), kept so it can be rerun.
+The list holds the audits of issues 13 and 20 (the mutations no test caught then), kept so they
+can be rerun. The mutated copy is what the test imports, and what every Python it starts imports
+too (child pytest runs, pid namespace scripts): its directory comes first on their PYTHONPATH.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -67,14 +72,95 @@ MUTATIONS = [
         "(1 if procs else 0)",
         "tests/test_ownership.py::test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate",
     ),
+    # issue 20: behaviours no test pinned down
+    (
+        "a session that only reuses a server holds no lease on it",
+        '        self._note_use(info, "reused", launch, offset=size)\n        self._lease(info)\n',
+        '        self._note_use(info, "reused", launch, offset=size)\n',
+        "tests/test_leases.py::test_xstop_leaves_running_what_another_session_only_reuses",
+    ),
+    (
+        "a markerless process of another user counts as ours",
+        "    elif _uid(pid) != os.getuid():",
+        "    elif False:",
+        "tests/test_ownership.py::test_a_state_naming_another_users_process_without_a_marker_signals_nobody",
+    ),
+    (
+        "the lease wait of a restart takes the kill grace, not the starter's timeout",
+        "self._unleased(info, launch.timeout)",
+        "self._unleased(info, TERMINATE_TIMEOUT)",
+        "tests/test_leases.py::test_a_restart_waits_for_the_lease_within_the_starters_timeout",
+    ),
+    (
+        "the bytes cut from an overlong line left out of the offset",
+        "self.offset += len(raw) + self._dropped",
+        "self.offset += len(raw)",
+        "tests/test_ensure.py::test_logfile_after_an_overlong_line_is_right_after_the_ready_line",
+    ),
+    (
+        "max_read_lines counts blank lines",
+        "if launch.max_read_lines and line.strip():",
+        "if launch.max_read_lines:",
+        "tests/test_ensure.py::test_max_read_lines_counts_only_non_blank_lines",
+    ),
+    (
+        "terminate_on_interrupt ignored after an internal error",
+        "(pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)",
+        "(pytest.ExitCode.INTERRUPTED,)",
+        "tests/test_plugin.py::test_terminate_on_interrupt_after_an_internal_error",
+    ),
+    (
+        "a failed record of use in an xdist worker is silent",
+        'if hasattr(self.config, "workerinput"):  # the controller',
+        "if False:  # the controller",
+        "tests/test_plugin.py::test_a_worker_that_cannot_record_its_use_warns",
+    ),
+    (
+        "the pattern's flags left out of the configuration",
+        "pattern = (self.pattern.pattern, self.pattern.flags) if self.pattern else None",
+        "pattern = self.pattern.pattern if self.pattern else None",
+        "tests/test_ensure.py::test_the_patterns_flags_are_part_of_the_configuration",
+    ),
+    (
+        "a kept port with TIME_WAIT connections counts as taken",
+        "        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n        try:\n            sock.bind",
+        "        try:\n            sock.bind",
+        "tests/test_ports.py::test_a_kept_port_with_connections_in_time_wait_is_kept",
+    ),
+    (
+        "after a pid wrap-around the pids below the server's are not searched",
+        "else pid > p or pid <= last for p in recorded",
+        "else pid > p for p in recorded",
+        "tests/test_ownership.py::test_terminate_after_a_pid_wrap_around_finds_the_children",
+    ),
+    (
+        "isrunning() counts a zombie",
+        "return proc is not None and not (ignore_zombies and proc.zombie)",
+        "return proc is not None",
+        "tests/test_ensure.py::test_isrunning_ignores_a_zombie",
+    ),
+    (
+        "--xshow calls a zombie LIVE",
+        "    running = proc is not None and not proc.zombie\n    line = ",
+        "    running = proc is not None\n    line = ",
+        "tests/test_ensure.py::test_xshow_does_not_call_a_zombie_live",
+    ),
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "-k", metavar="TEXT", default="", help="only the mutations whose description or test contains TEXT"
+    )
+    chosen = [m for m in MUTATIONS if parser.parse_args(argv).k in m[0] + " " + m[3]]
+    if not chosen:
+        print("no mutation matches")
+        return 1
     source = (ROOT / "xprocess.py").read_text()
     survived = []
-    MUTATIONS.insert(0, ("none (the tests pass on the real module)", "", "", " ".join(m[3] for m in MUTATIONS)))
-    for what, old, new, test in MUTATIONS:
+    tests = " ".join(dict.fromkeys(t for m in chosen for t in m[3].split()))
+    for what, old, new, test in [("none (the tests pass on the real module)", "", "", tests), *chosen]:
         if old and source.count(old) != 1:
             print(f"STALE   {what}: the text to replace is not in xprocess.py once")
             survived.append(what)
@@ -89,9 +175,13 @@ def main() -> int:
                 "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
                 "spec.loader.exec_module(module)\n"
                 "import pytest\n"
-                f"sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q', '--timeout=60', *{test.split()!r}]))\n"
+                f"sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q', '--timeout=120', *{test.split()!r}]))\n"
             )
-            done = subprocess.run([sys.executable, "-c", run], cwd=ROOT, capture_output=True, text=True)
+            # the Pythons the test starts (pytest in a pytester project, a pid namespace's script)
+            # run outside ROOT: with the copy first on their path, they import it too
+            path = os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH", "")]))
+            env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+            done = subprocess.run([sys.executable, "-c", run], cwd=ROOT, capture_output=True, text=True, env=env)
             shutil.rmtree(Path(tmp) / "__pycache__", ignore_errors=True)
         caught = done.returncode != 0
         if not old:  # the baseline: every test must pass, or a "caught" means nothing

@@ -723,3 +723,55 @@ def test_a_log_deleted_while_the_process_runs(pytester_xp):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["srv: reused"])
     assert "xprocess srv log" not in result.stdout.str()
+
+
+# --- issue 20: behaviours a mutation showed no test pinned down ---
+
+
+def test_logfile_after_an_overlong_line_is_right_after_the_ready_line(xp):
+    """The bytes cut from an overlong line still count in the offset ``.logfile`` starts at."""
+    code = """
+        import os, time
+        os.write(1, b'x' * (3 << 20) + b'\\nready\\nafter\\n'); time.sleep(600)
+    """
+    started = xp.ensure("long", starter(code, timeout=60))
+    assert started.match.string == "ready\n"
+    assert started.logfile.readline() == "after\n"
+
+
+def test_max_read_lines_counts_only_non_blank_lines(xp):
+    code = "import time; print('\\n' * 20 + '  \\nready', flush=True); time.sleep(600)"
+    assert xp.ensure("blanks", starter(code, max_read_lines=3)).match.string == "ready\n"
+
+
+def test_the_patterns_flags_are_part_of_the_configuration(xp):
+    first = xp.ensure("flags", starter(SLEEPER, pattern=re.compile("ready", re.I)))
+    assert xp.ensure("flags", starter(SLEEPER, pattern=re.compile("ready", re.I))) == first  # same: reused
+    second = xp.ensure("flags", starter(SLEEPER, pattern=re.compile("ready")))  # the same text, no re.I
+    assert second[0] != first[0] and not alive(first[0])
+
+
+def zombie_of_this_process(xp, name):
+    """Start ``name`` and make it a zombie that stays one: this process is its parent (the child
+    of a Popen) and reaps it only when the XProcess closes, whatever init does with orphans."""
+    pid = xp.ensure(name, starter(SLEEPER))[0]
+    assert psutil.Process(pid).ppid() == os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    return pid
+
+
+def test_isrunning_ignores_a_zombie(xp):
+    zombie_of_this_process(xp, "zombie")
+    info = xp.getinfo("zombie")
+    assert not info.isrunning()
+    assert info.isrunning(ignore_zombies=False)  # the very process recorded, not yet reaped
+
+
+def test_xshow_does_not_call_a_zombie_live(pytester_xp):
+    with XProcess(None, pytester_xp.path) as xp:
+        pid = zombie_of_this_process(xp, "zombie")
+        show = pytester_xp.runpytest_subprocess("--xshow")
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # it was one all along
+    assert show.ret == 0
+    show.stdout.fnmatch_lines([f"{pid} zombie DEAD *"])

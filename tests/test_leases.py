@@ -13,7 +13,11 @@ from typing import Iterator
 import pytest
 from conftest import SLEEPER, alive, py, wait_for
 
+import xprocess
 from xprocess import XProcess
+
+# who holds a lease is read from Linux's /proc/locks; elsewhere (or through psutil) it is unknown
+names_holders = pytest.mark.skipif(not xprocess._PROC_FS, reason="a lease's holders are read from Linux's /proc/locks")
 
 CONFTEST = f"""
     import os, pytest
@@ -117,6 +121,7 @@ def test_a_restart_waits_for_the_other_session_then_succeeds(sessions):
     assert not alive(pid)
 
 
+@names_holders
 def test_a_restart_that_times_out_names_the_holder_and_stops_nothing(sessions):
     b, pid = start_b(sessions.path)
     try:
@@ -140,6 +145,7 @@ def test_a_holder_killed_mid_test_releases_its_lease(sessions):
     assert not alive(pid)
 
 
+@names_holders
 def test_xshow_and_xkill_name_the_holder(sessions):
     b, pid = start_b(sessions.path)
     try:
@@ -249,3 +255,35 @@ def test_a_restart_that_gives_up_keeps_this_sessions_lease(sessions):
         code, out = finish_b(sessions.path, b)
     assert code == 0, out
     assert alive(pid)
+
+
+def test_xstop_leaves_running_what_another_session_only_reuses(sessions):
+    """A lease is held by every session that uses the server, not only by the one that started it."""
+    first = run_a(sessions.path, "test_quick.py")  # starts srv and leaves it running
+    assert first.returncode == 0 and "srv: started in" in first.stdout, first.stdout + first.stderr
+    b, pid = start_b(sessions.path)  # B finds it running: it only reuses it
+    try:
+        a = run_a(sessions.path, "--xstop", "test_quick.py")
+        assert a.returncode == 0, a.stdout + a.stderr
+        assert "srv: reused, left running (in use by another session)" in a.stdout, a.stdout
+        assert alive(pid)
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out
+    assert "srv: reused" in out
+
+
+def test_a_restart_waits_for_the_lease_within_the_starters_timeout(sessions):
+    """The starter's 1.5 s bound the wait for another session's lease, not the 10 s that
+    terminate() grants between SIGTERM and SIGKILL: the restarting session's own test runs under
+    a 6 s guard (pytest-timeout), which a 10 s wait would trip before the in-use message."""
+    b, pid = start_b(sessions.path)
+    try:
+        a = run_a(sessions.path, "--timeout=6", "test_quick.py", RESTART="1", STARTER_TIMEOUT="1.5")
+        assert a.returncode == pytest.ExitCode.TESTS_FAILED, a.stdout + a.stderr
+        assert "xprocess 'srv' was not restarted: it is in use by another session (" in a.stdout, a.stdout
+        assert "the starter's timeout of 1.5 s" in a.stdout
+        assert alive(pid)
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out

@@ -28,12 +28,11 @@ SERVER_CONFTEST = """
     import json, os, pathlib, sys
 
     import pytest
+    import xprocess
     from xprocess import ProcessStarter
 
-    def start_of(pid):
-        data = open(f"/proc/{pid}/stat", "rb").read()
-        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
-        return f"{boot}:{int(data[data.rfind(b')') + 2:].split()[19])}"
+    def start_of(pid):  # as the plugin records it (from /proc on Linux, else through psutil)
+        return xprocess._proc(pid).start
 
     # FORGE rewrites the recorded state of srv before the plugin reads it, as a hostile or careless
     # hand would: naming init, this pytest, its parent shell or a stranger, or with an empty marker.
@@ -175,8 +174,13 @@ def test_a_recycled_pid_started_soon_after_the_recorded_one_is_a_stranger(pytest
     stranger = subprocess.Popen(["sleep", "600"])
     try:
         # the record names the stranger's pid, and a start 50 ms (5 ticks) before the stranger's
-        boot, ticks = xprocess._proc(stranger.pid).start.rsplit(":", 1)  # type: ignore[union-attr]
-        recorded.update(pid=stranger.pid, start=f"{boot}:{int(ticks) - 5}")
+        start = xprocess._proc(stranger.pid).start  # type: ignore[union-attr]
+        if ":" in start:  # Linux's /proc: "<boot id>:<clock ticks>"
+            boot, ticks = start.rsplit(":", 1)
+            start = f"{boot}:{int(ticks) - 5}"
+        else:  # psutil's creation time, in seconds
+            start = repr(float(start) - 0.05)
+        recorded.update(pid=stranger.pid, start=start)
         info.statepath.write_text(json.dumps(recorded) + "\n")
         assert not info.isrunning()
         show = pytester_xp.runpytest_subprocess("--xshow")
@@ -412,6 +416,7 @@ def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(
         f"spec = importlib.util.spec_from_file_location('xprocess', {xprocess.__file__!r})\n"
         "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
+        f"module._PROC_FS = {xprocess._PROC_FS!r}\n"  # and takes the same path (tox -e psutil)
         "sys.exit(pytest.main())\n"
     )
     no_kill = ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", load, "-p", "no:randomly"]
@@ -425,3 +430,78 @@ def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(
     kill.stdout.fnmatch_lines([f"{info.pid} srv FAILED TO TERMINATE"])
     assert info.isrunning() and psutil.Process(info.pid).uids().real == 65534
     assert info.terminate() == 1  # this pytest may signal it
+
+
+def test_a_state_naming_another_users_process_without_a_marker_signals_nobody(tmp_path):
+    """A process that shows no marker is not proven ours by its recorded pid and start alone:
+    here a process of nobody's, whose pid and start a forged state names."""
+    script = textwrap.dedent("""
+        stranger = subprocess.Popen(["sleep", "600"], user=65534, group=65534)  # no marker, another user
+        env = {"FORGE": "nobody", "STRANGER": str(stranger.pid)}
+        first = pytest()  # starts srv and records it
+        stopped = pytest("--xkill")
+        xkill = pytest("--xkill", env=env)
+        xshow = pytest("--xshow", env=env)
+        ensure = pytest(env=env)
+        pytest("--xkill")
+        print(json.dumps(dict(first=first, stopped=stopped, xkill=xkill, xshow=xshow, ensure=ensure,
+                              stranger=stranger.poll() is None)))
+    """)
+    result = in_pid_namespace(make_project(tmp_path / "p"), script)
+    assert result["first"][0] == 0 and result["stopped"][0] == 0, result
+    assert result["stranger"] is True, result
+    xkill_rc, xkill_out = result["xkill"]
+    assert xkill_rc == 0 and "srv NO PROCESS FOUND" in xkill_out, xkill_out
+    assert " srv LIVE" not in result["xshow"][1]
+    assert result["ensure"][0] == 0 and "srv: restarted" in result["ensure"][1], result["ensure"]
+
+
+WRAPPING_SERVER = """
+    import pathlib, subprocess, sys, time
+    print("ready", flush=True)
+    while not pathlib.Path(sys.argv[1]).exists():  # the test lets the pids wrap around first
+        time.sleep(0.01)
+    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(2)]
+    pathlib.Path(sys.argv[2]).write_text(" ".join(str(k.pid) for k in kids))
+    time.sleep(600)
+"""
+
+
+def test_terminate_after_a_pid_wrap_around_finds_the_children(tmp_path):
+    """The children of a server, born after the pids wrapped around, have lower pids than the
+    server: terminate() still finds and ends them (ns_last_pid forces the wrap, in a namespace)."""
+    project = make_project(tmp_path / "p")
+    script = textwrap.dedent(f"""
+        import pathlib, time
+        from xprocess import ProcessStarter, XProcess
+
+        def next_pid_after(n):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(n))
+
+        class Server(ProcessStarter):
+            pattern = "ready"
+            args = [sys.executable, "-c", {textwrap.dedent(WRAPPING_SERVER)!r}, os.path.abspath("go"),
+                    os.path.abspath("kids")]
+
+        next_pid_after(20000)
+        with XProcess(None, os.getcwd()) as xp:
+            pid = xp.ensure("srv", Server)[0]
+            next_pid_after(300)  # the next pids are lower than the server's
+            pathlib.Path("go").touch()
+            deadline = time.monotonic() + 60
+            while not pathlib.Path("kids").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            kids = [int(k) for k in pathlib.Path("kids").read_text().split()]
+            result = xp.getinfo("srv").terminate()
+            def running(p):
+                try:
+                    return open(f"/proc/{{p}}/stat").read().split(") ")[1][0] != "Z"
+                except OSError:
+                    return False
+            print(json.dumps(dict(pid=pid, kids=kids, result=result, running=[k for k in kids if running(k)])))
+    """)
+    result = in_pid_namespace(project, script)
+    assert all(kid < result["pid"] for kid in result["kids"]), result  # type: ignore[attr-defined,operator]
+    assert result["result"] == 1
+    assert result["running"] == [], result

@@ -379,3 +379,36 @@ def test_ensure_on_windows_says_it_is_not_supported(tmp_path, monkeypatch):
     with XProcess(None, tmp_path) as xp, pytest.raises(XProcessError, match="Windows is not supported"):
         xp.ensure("srv", lambda cwd: ("ready", [sys.executable, "-c", "print('ready')"]))
     assert not (tmp_path / ".xprocess").exists()
+
+
+def test_terminate_on_interrupt_after_an_internal_error(pytester_xp):
+    """pytest ending with INTERNALERROR (a plugin's hook raised) stops what it would stop on Ctrl-C."""
+    pytester_xp.makeconftest(
+        conftest_source(None, names=("flagged", "kept")).replace(
+            "return xprocess.ensure('flagged', Starter)", "return xprocess.ensure('flagged', Flagged)"
+        )
+        + "\nclass Flagged(Starter):\n    terminate_on_interrupt = True\n"
+        + "\ndef pytest_runtest_logfinish(nodeid, location):\n    raise RuntimeError('a broken hook')\n"
+    )
+    pytester_xp.makepyfile("def test_a(flagged, kept):\n    pass\n")
+    result = pytester_xp.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    assert "INTERNALERROR" in result.stdout.str() + result.stderr.str() and "a broken hook" in result.stdout.str()
+    assert not alive(recorded_pid(pytester_xp, "flagged"))
+    assert alive(recorded_pid(pytester_xp, "kept"))
+
+
+def test_a_worker_that_cannot_record_its_use_warns(pytester_xp):
+    """An xdist worker's record of use is the controller's only news of it (for --xstop): a failed
+    write says so. Here a directory stands where the session's record file would be appended to."""
+    pytester_xp.makeconftest(
+        conftest_source(None).replace(
+            "def srv(xprocess):\n", "def srv(xprocess):\n    import os; os.makedirs(xprocess._session_path())\n"
+        )
+    )
+    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
+    result = pytester_xp.runpytest_subprocess("-n", "1")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["*XProcessWarning: xprocess cannot record that it uses 'srv' (*--xstop will not stop it*"]
+    )

@@ -327,3 +327,23 @@ def test_a_check_that_blocks_on_reuse_counts_as_failed(xp):
         hang.set()  # lets the abandoned check's thread end
     assert second[0] != first[0]
     assert len(calls) >= 2
+
+
+def time_waits(port: int) -> list[object]:
+    import psutil
+
+    return [c for c in psutil.net_connections("tcp4") if c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT]
+
+
+def test_a_kept_port_with_connections_in_time_wait_is_kept(xp):
+    """http.server closes each connection first, so its port keeps TIME_WAIT entries for a minute
+    after it stopped: a server can listen there again (SO_REUSEADDR), so the port stays the same."""
+    first = xp.ensure("http", Http)
+    with socket.create_connection(("127.0.0.1", first.port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while client.recv(65536):  # read to the end: the server closed first (a TIME_WAIT on its side)
+            pass
+    assert xp.getinfo("http").terminate() == 1
+    assert wait_for(lambda: time_waits(first.port)), "no TIME_WAIT left on the port: the test means nothing"
+    second = xp.ensure("http", Http)
+    assert second[0] != first[0] and second.port == first.port
