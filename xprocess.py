@@ -2078,8 +2078,14 @@ def _print(line: str, file: IO[str] | None = None) -> None:
     """Print ``line`` whatever the terminal's encoding (names and commands may be any text),
     control characters escaped."""
     file = file or sys.stdout
-    encoding = getattr(file, "encoding", None) or "ascii"
-    print(_escape(line).encode(encoding, "backslashreplace").decode(encoding), file=file)
+    print(_printable(line, file), file=file)
+
+
+def _printable(text: str, file: IO[str] | None = None) -> str:
+    """``text`` as ``file`` (default stdout) can show it: control characters and what its
+    encoding lacks escaped."""
+    encoding = getattr(file or sys.stdout, "encoding", None) or "ascii"
+    return _escape(text).encode(encoding, "backslashreplace").decode(encoding)
 
 
 _SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
@@ -2105,7 +2111,7 @@ def _show_table(infos: Sequence[XProcessInfo]) -> list[str]:
         port = state.get("port") if state else None
         rows.append(
             (
-                _escape(info.name),
+                _printable(info.name),
                 "LIVE" if running else "DEAD",
                 str(state["pid"]) if state else "-",
                 str(port) if type(port) is int else "-",
@@ -2115,7 +2121,7 @@ def _show_table(infos: Sequence[XProcessInfo]) -> list[str]:
         )
         lines = []
         if state and isinstance(state.get("args"), list):
-            command = _escape(shlex.join(map(str, state["args"])))
+            command = _printable(shlex.join(map(str, state["args"])))
             room = _SHOW_WIDTH - len("    $ ")
             lines.append("    $ " + (command if len(command) <= room else command[: room - 3] + "..."))
         lines.append(f"    log: {info.logpath}")
