@@ -63,6 +63,7 @@ _MAX_LINE = 1024 * 1024  # longer lines are cut to this many bytes before matchi
 _ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are not ours to reap
 _PROBE_TIMEOUT = 1.0  # connect/read timeout of listening() and http_ok()
 _REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as failed
+_SLOW_STOP = 1.0  # a stop before a start that took this long is named in the summary
 _PAUSE = 0.1  # a last line without its newline is matched once output paused this long
 _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or a child's exit
 _MAX_STATE = 1024 * 1024  # a state file is a few hundred bytes; more is garbage
@@ -106,6 +107,7 @@ class XProcessError(RuntimeError):
         self.name = name
         self.exitcode = exitcode
         self.logpath = logpath
+        self._reason = ""  # the summary's words for a failed start ("exited with code 1 before it was ready")
 
 
 class ProcessExitedError(XProcessError):
@@ -230,6 +232,7 @@ class _Launch(SimpleNamespace):
 
     def read_pattern(self, name: str) -> _Launch:
         """With the pattern a property, read it now (the process runs) and check it."""
+        __tracebackhide__ = True
         if self.pattern_from is None:
             return self
         pattern = _check_pattern(f"xprocess {name!r}", self.pattern_from.pattern)
@@ -270,23 +273,37 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     session at a time. A ``pattern`` that is a property is left for
     :meth:`_Launch.read_pattern`, after the spawn.
 
+    A plain function is called as its signature allows: one that accepts two positional
+    arguments as pytest-xprocess 1.x called it, ``preparefunc(control_dir, process)``, any other
+    as the original API did, ``preparefunc(cwd)``. What it returns decides the rest: a tuple
+    ``(pattern, args)`` or ``(pattern, args, env)``, or (1.x) a ``ProcessStarter`` subclass or
+    instance.
+
     :raises TypeError, ValueError, FileNotFoundError: naming the bad value; nothing was started.
     """
+    __tracebackhide__ = True  # a bad starter's error shows the caller's line, not the plugin's
     import subprocess
 
     where = f"xprocess {name!r}"
-    if isinstance(starter, type) and issubclass(starter, ProcessStarter):
-        s: Any = starter(control_dir, process)
+    s: Any = None
+    if callable(starter) and not isinstance(starter, (type, ProcessStarter)):
+        got = starter(control_dir, process) if _takes_two(starter) else starter(control_dir)
+        if isinstance(got, tuple) and len(got) in (2, 3):
+            s = ProcessStarter(control_dir, process)
+            s.pattern, s.args, s.env = got if len(got) == 3 else (*got, None)
+        elif isinstance(got, ProcessStarter) or (isinstance(got, type) and issubclass(got, ProcessStarter)):
+            starter = got
+        else:
+            raise TypeError(
+                f"{where}: preparefunc must return (pattern, args), (pattern, args, env) or a ProcessStarter, "
+                f"it returned {got!r}"
+            )
+    if s is not None:
+        pass
+    elif isinstance(starter, type) and issubclass(starter, ProcessStarter):
+        s = starter(control_dir, process)
     elif isinstance(starter, ProcessStarter):
         s = starter
-    elif callable(starter):
-        got = starter(control_dir)
-        if not isinstance(got, tuple) or len(got) not in (2, 3):
-            raise TypeError(
-                f"{where}: preparefunc must return (pattern, args) or (pattern, args, env), it returned {got!r}"
-            )
-        s = ProcessStarter(control_dir, process)
-        s.pattern, s.args, s.env = got if len(got) == 3 else (*got, None)
     else:
         raise TypeError(f"{where}: expected a ProcessStarter subclass or preparefunc, got {starter!r}")
 
@@ -345,6 +362,17 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
     )  # fmt: skip
 
 
+def _takes_two(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` accepts two positional arguments (a 1.x ``preparefunc(control_dir, process)``)."""
+    import inspect
+
+    try:
+        inspect.signature(func).bind(None, None)
+    except (TypeError, ValueError):  # ValueError: no signature to read (some builtins)
+        return False
+    return True
+
+
 def _is_descriptor(cls: type, attr: str) -> bool:
     """Whether ``cls.attr`` is computed when read (a property, ``cached_property``, ...)."""
     import inspect
@@ -354,6 +382,7 @@ def _is_descriptor(cls: type, attr: str) -> bool:
 
 
 def _check_pattern(where: str, pattern: object) -> re.Pattern[str] | None:
+    __tracebackhide__ = True
     if isinstance(pattern, str):
         try:
             return re.compile(pattern)
@@ -422,6 +451,7 @@ def _port_free(port: int) -> bool:
 
 
 def _check_executable(where: str, exe: str, cwd: Path, env: Mapping[str, str] | None) -> None:
+    __tracebackhide__ = True
     import shutil
 
     if os.sep in exe:
@@ -495,8 +525,30 @@ def _read_state(path: Path) -> dict[str, Any] | None:
             problem = "does not hold a recorded process"
         else:
             return state
-    warnings.warn(XProcessWarning(f"{path} {problem}; treating the process as not running"), stacklevel=3)
+    _warn(f"{path} {problem}; treating the process as not running")
     return None
+
+
+def _warn(message: str) -> None:
+    """Warn with an :class:`XProcessWarning` at the caller's own line (the first frame outside this
+    module, pytest and pluggy: the conftest that called ``ensure()``), once per line and message."""
+    import _pytest
+    import pluggy
+
+    skip = (__file__, *(os.path.dirname(m.__file__) + os.sep for m in (_pytest, pluggy, pytest) if m.__file__))
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
+    registry = frame.f_globals.setdefault("__warningregistry__", {})
+    warnings.warn_explicit(
+        XProcessWarning(message),
+        XProcessWarning,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__", "xprocess"),
+        registry=registry,
+        module_globals=frame.f_globals,
+    )
 
 
 def _write_state(path: Path, state: dict[str, Any], update: dict[str, Any] | None = None) -> None:
@@ -1130,8 +1182,11 @@ class _Ensured(tuple):  # type: ignore[type-arg]
 class XProcess:
     """Starts, reuses and stops the processes recorded under ``<rootdir>/.xprocess``."""
 
-    def __init__(self, config: pytest.Config | None, rootdir: Path | str) -> None:
+    def __init__(self, config: pytest.Config | None, rootdir: Path | str, log: Any = None) -> None:
+        """:param log: what pytest-xprocess 1.x subclasses pass, an object with ``debug(msg, *args)``:
+        kept as :attr:`log` for their own use (default: the ``xprocess`` logger)."""
         self.config = config
+        self.log = log if log is not None else logging.getLogger("xprocess")
         self.rootdir = Path(rootdir)
         self.statedir = self.rootdir / STATE_DIR
         self._session = ""  # id shared by the xdist controller and its workers; "" records nothing
@@ -1159,8 +1214,10 @@ class XProcess:
         session's lease, the start and its readiness. Only the stop of an old process (at most
         :data:`TERMINATE_TIMEOUT` plus 2 s, for one that ignores SIGTERM) is not counted.
 
-        :param starter: a ``ProcessStarter`` subclass, or ``preparefunc(cwd)`` returning
-            ``(pattern, args)`` or ``(pattern, args, env)``.
+        :param starter: a ``ProcessStarter`` subclass or instance, or a plain function:
+            ``preparefunc(cwd)`` returning ``(pattern, args)`` or ``(pattern, args, env)``, or, if it
+            accepts two positional arguments, 1.x's ``preparefunc(control_dir, process)``
+            returning that or a ``ProcessStarter`` (see :func:`_launch`).
         :param restart: terminate and start it even if it runs.
         :param persist_logs: keep the logs of earlier starts (the last :data:`KEPT_LOGS`).
         :raises XProcessError: it exited, timed out or missed its pattern; the message says which.
@@ -1209,7 +1266,11 @@ class XProcess:
                 if isinstance(stopped, float) and launch is not None:
                     if why:
                         log.warning("xprocess %r %s", name, why)
-                    return self._start(info, launch, persist_logs, why, deadline + stopped)
+                    try:
+                        return self._start(info, launch, persist_logs, why, deadline + stopped, stop=stopped)
+                    except BaseException as exc:
+                        self._note_failure(info, launch, exc)
+                        raise
                 waiting = str(stopped)
             finally:
                 os.close(fd)  # releases the lock
@@ -1327,7 +1388,9 @@ class XProcess:
         port = state.get("port")
         return _Ensured(proc.pid, info.logpath, match, size, self, info.name, port if type(port) is int else None)
 
-    def _start(self, info: XProcessInfo, launch: _Launch, persist_logs: bool, why: str, deadline: float) -> _Ensured:
+    def _start(
+        self, info: XProcessInfo, launch: _Launch, persist_logs: bool, why: str, deadline: float, stop: float = 0.0
+    ) -> _Ensured:
         __tracebackhide__ = True
         import subprocess
 
@@ -1391,7 +1454,7 @@ class XProcess:
                 _terminate({info.name: (info, state)}, 2.0)
                 popen.poll()
                 raise
-        self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started)
+        self._note_use(info, why or "started", launch, offset=0, seconds=time.monotonic() - started, stop=stop)
         self._lease(info, popen.pid, tuple(logid))
         return _Ensured(popen.pid, info.logpath, match, offset, self, info.name, port)
 
@@ -1467,11 +1530,16 @@ class XProcess:
                 os.close(fd)
         return results
 
-    def _note_use(self, info: XProcessInfo, event: str, launch: _Launch, offset: int, seconds: float = 0.0) -> None:
-        """Remember that this session uses ``info``: for reports, the summary and stopping at the end."""
-        if event != "starting":
+    def _note_use(
+        self, info: XProcessInfo, event: str, launch: _Launch, offset: int, seconds: float = 0.0, stop: float = 0.0
+    ) -> None:
+        """Remember that this session uses ``info``: for reports, the summary and stopping at the end.
+
+        ``event``: "reused", "starting", "started", "restarted: why", "failed: why" or "interrupted";
+        ``seconds`` the start's own time, ``stop`` the time taken to stop the old process first."""
+        if event not in ("starting", "interrupted") and not event.startswith("failed"):
             self._used[info.name] = [info.logpath, offset]
-        if event not in ("reused", "starting"):
+        if event not in ("reused", "starting", "interrupted") and not event.startswith("failed"):
             log.info("xprocess %r %s in %.2f s", info.name, event, seconds)
         if self._session:
             record = {
@@ -1480,16 +1548,22 @@ class XProcess:
                 "seconds": round(seconds, 3),
                 "terminate_on_interrupt": launch.terminate_on_interrupt,
             }
+            if stop >= _SLOW_STOP:
+                record["stop"] = round(stop, 1)
             try:
                 self._record(record)
             except OSError as exc:
                 if hasattr(self.config, "workerinput"):  # the controller has its own records in memory
-                    warnings.warn(
-                        XProcessWarning(
-                            f"xprocess cannot record that it uses {info.name!r} ({exc}): --xstop will not stop it"
-                        ),
-                        stacklevel=2,
-                    )
+                    _warn(f"xprocess cannot record that it uses {info.name!r} ({exc}): --xstop will not stop it")
+
+    def _note_failure(self, info: XProcessInfo, launch: _Launch, exc: BaseException) -> None:
+        """Record why a start of ``info`` failed, for the summary."""
+        if isinstance(exc, KeyboardInterrupt):
+            event = "interrupted"
+        else:
+            why = getattr(exc, "_reason", "") or str(exc).partition("\n")[0].removeprefix(f"xprocess {info.name!r}")
+            event = "failed: " + (why.strip(" :") or type(exc).__name__)[:300]
+        self._note_use(info, event, launch, offset=0)
 
     def _record(self, record: dict[str, Any]) -> None:
         """Add ``record`` to this session's records, in memory and in the session file.
@@ -1529,6 +1603,9 @@ class XProcess:
                     use["terminated"] = record["terminated"]
                 elif use.get("event", "reused") in ("reused", "starting"):  # a start outranks reuses
                     use.update(record)
+                elif record["event"] not in ("reused", "starting"):  # a later start: the summary adds it
+                    use["then"] = record
+                    use["more"] = use.get("more", 0) + 1
         return uses
 
     def _open_log(self, name: str, path: Path, offset: int) -> IO[str]:
@@ -1835,16 +1912,17 @@ def _describe_holders(ident: tuple[int, ...]) -> str:
     described = []
     for pid in _holders(ident):
         cmdline = (_proc_file(pid, "cmdline") or b"?").rstrip(b"\0").replace(b"\0", b" ")
-        described.append(f"pid {pid}: {_printable(cmdline.decode('utf-8', 'replace'))[:120]}")
+        described.append(f"pid {pid}: {_escape(cmdline.decode('utf-8', 'replace'))[:120]}")
     return "; ".join(described) or "another session"
 
 
-def _printable(text: str) -> str:
-    """``text`` with control characters escaped: text from other processes never reaches a
-    terminal raw (an escape sequence in a command line could rewrite the screen)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``, ``\\n``): text from other processes
+    (holders' command lines) never reaches a terminal raw."""
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _create_log(path: Path) -> int:
@@ -1946,6 +2024,7 @@ class _Waker:
             self._poll.register(self._pidfd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
+        __tracebackhide__ = True  # a Ctrl-C lands here most often: pytest names the caller's line
         timeout = min(timeout, 3600.0)  # poll() takes no infinite timeout (``timeout = inf``)
         if self._watch is None or self._pidfd is None:  # a write or an exit would go unnoticed
             timeout = min(timeout, _POLL)
@@ -2153,7 +2232,74 @@ def _failure(
             "  the log is empty: if the process does print its ready line, it may be buffering its "
             "output (Python: PYTHONUNBUFFERED=1 or print(..., flush=True); C programs: stdbuf -oL)"
         )
-    return cls("\n".join(lines), name=info.name, exitcode=exitcode, logpath=info.logpath)
+    lines.extend("  hint: " + hint for hint in _hints(info, launch, exitcode, tail))
+    error = cls("\n".join(lines), name=info.name, exitcode=exitcode, logpath=info.logpath)
+    error._reason = reason
+    return error
+
+
+_IN_USE_RE = re.compile(r"address already in use|eaddrinuse", re.I)
+
+
+def _hints(info: XProcessInfo, launch: _Launch, exitcode: int | None, tail: list[str]) -> list[str]:
+    """What typically causes a failed start like this one, where it can be told."""
+    hints = []
+    if exitcode == 0:
+        hints.append(
+            "it exited with code 0 before it was ready: it probably went into the background "
+            "(daemonized); run it in the foreground (redis-server: --daemonize no; nginx: -g 'daemon off;'; "
+            "PostgreSQL: postgres -D DATADIR, not pg_ctl start)"
+        )
+    in_use = [line for line in tail if _IN_USE_RE.search(line)]
+    port = launch.starter.__dict__.get("_port")
+    ports = [port] if type(port) is int else []
+    for line in in_use:  # "bind() to 127.0.0.1:8080 failed", "*:6379: bind: ..."
+        ports += [int(p) for p in re.findall(r":(\d{2,5})\b", line) if 0 < int(p) < 65536]
+    named = False
+    for p in dict.fromkeys(ports):
+        for pid, command in _port_holders(p, info._key):
+            hints.append(f"port {p} is in use by pid {pid}: {command}")
+            named = True
+    if in_use and not named:
+        hints.append(
+            "its log says an address is already in use: another process listens on its port "
+            "(one this user cannot see, or one that has ended since)"
+        )
+    return hints
+
+
+def _port_holders(port: int, key: str) -> list[tuple[int, str]]:
+    """Pid and command line of each process listening on TCP ``port`` (any address) that is not
+    one of the name's own (marker ``key``), where Linux's /proc lets this user see it."""
+    if not _PROC_FS:
+        return []
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f, None)  # the header
+            for row in f:
+                # "sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode"
+                fields = row.split()
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    holders = []
+    if inodes:
+        for pid in _pids():
+            with contextlib.suppress(OSError):
+                fds = os.listdir(f"/proc/{pid}/fd")
+                if any(_readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                    if (_marker_of(pid) or "").startswith(key):
+                        continue  # its own start holds it: not the cause
+                    cmdline = (_proc_file(pid, "cmdline") or b"").rstrip(b"\0").replace(b"\0", b" ")
+                    holders.append((pid, _escape(cmdline.decode("utf-8", "replace"))[:200] or "?"))
+    return holders
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 def _log_tail(path: Path, count: int) -> list[str]:
@@ -2176,6 +2322,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--xkill", nargs="*", metavar="NAME", help="terminate the recorded processes (all, or those named) and exit"
+    )
+    group.addoption(
+        "--xforget",
+        nargs="*",
+        metavar="NAME",
+        help="remove the records (state, logs, port) of processes that are not running (all, or those named) and exit",
     )
     group.addoption("--xstop", action="store_true", dest="xprocess_stop", default=None, help=_STOP_HELP)
     group.addoption(
@@ -2201,12 +2353,13 @@ def _stop_at_end(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    show, kill = config.option.xshow, config.option.xkill
-    if show is None and kill is None:
+    show, kill, forget = config.option.xshow, config.option.xkill, config.option.xforget
+    if show is None and kill is None and forget is None:
         return None
     xp = XProcess(config, config.rootpath)
+    names = next(names for names in (kill, forget, show) if names is not None)
     try:
-        infos = xp._infos(kill if kill is not None else show)
+        infos = xp._infos(names)
     except (ValueError, LookupError) as exc:
         _print(f"xprocess: {exc}", sys.stderr)
         return pytest.ExitCode.USAGE_ERROR
@@ -2229,37 +2382,129 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
             note = f" (it was in use by {users[name]})" if name in users and results[name] else ""
             _print(f"{state['pid'] if state else '-'} {name} {words[results[name]]}{note}")
         return 1 if -1 in results.values() else 0
-    for info in infos:
-        _print(_show_line(info))
+    if forget is not None:
+        return _forget(infos, named=bool(forget))
+    for line in _show_table(infos):
+        _print(line)
     return 0
 
 
 def _print(line: str, file: IO[str] | None = None) -> None:
-    """Print ``line`` whatever the terminal's encoding (names and commands may be any text)."""
+    """Print ``line`` whatever the terminal's encoding (names and commands may be any text),
+    control characters escaped."""
     file = file or sys.stdout
-    encoding = getattr(file, "encoding", None) or "ascii"
-    print(line.encode(encoding, "backslashreplace").decode(encoding), file=file)
+    print(_printable(line, file), file=file)
 
 
-def _show_line(info: XProcessInfo) -> str:
+def _printable(text: str, file: IO[str] | None = None) -> str:
+    """``text`` as ``file`` (default stdout) can show it: control characters and what its
+    encoding lacks escaped."""
+    encoding = getattr(file or sys.stdout, "encoding", None) or "ascii"
+    return _escape(text).encode(encoding, "backslashreplace").decode(encoding)
+
+
+_SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
+
+
+def _show_table(infos: Sequence[XProcessInfo]) -> list[str]:
+    """``--xshow``: a row per process (NAME, STATUS, PID, PORT, UPTIME, USERS), and beneath it
+    its command and log, indented."""
     import shlex
 
-    state = info._state()
-    if state is None:
-        return f"- {info.name} DEAD {info.logpath}"
-    proc, _ = _owned(state, info)
-    running = proc is not None and not proc.zombie
-    line = f"{state['pid']} {info.name} {'LIVE' if running else 'DEAD'} {info.logpath}"
-    started = state.get("started")
-    if running and isinstance(started, (int, float)) and 0 <= time.time() - started < 10**9:
-        up = int(time.time() - started)
-        line += f" up {up // 3600}h{up // 60 % 60:02d}m{up % 60:02d}s"
-    users = _holders(tuple(state["log"])) if running else []
-    if users:
-        line += " in use by " + ", ".join(f"pid {pid}" for pid in users)
-    if isinstance(state.get("args"), list):
-        line += " $ " + shlex.join(map(str, state["args"]))[:200]
-    return line
+    header = ("NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS")
+    rows: list[tuple[str, ...]] = []
+    details: list[list[str]] = []
+    for info in infos:
+        state = info._state()
+        proc = _owned(state, info)[0] if state else None
+        running = proc is not None and not proc.zombie
+        uptime = "-"
+        started = state.get("started") if state else None
+        if running and isinstance(started, (int, float)) and 0 <= time.time() - started < 10**9:
+            uptime = _duration(int(time.time() - started))
+        users = _holders(tuple(state["log"])) if running and state else []
+        port = state.get("port") if state else None
+        rows.append(
+            (
+                _printable(info.name),
+                "LIVE" if running else "DEAD",
+                str(state["pid"]) if state else "-",
+                str(port) if type(port) is int else "-",
+                uptime,
+                ",".join(map(str, users)) or "-",
+            )
+        )
+        lines = []
+        if state and isinstance(state.get("args"), list):
+            command = _printable(shlex.join(map(str, state["args"])))
+            room = _SHOW_WIDTH - len("    $ ")
+            lines.append("    $ " + (command if len(command) <= room else command[: room - 3] + "..."))
+        lines.append(f"    log: {info.logpath}")
+        details.append(lines)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
+    for row, lines in zip(rows, details):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        out.extend(lines)
+    return out if rows else []
+
+
+def _duration(seconds: int) -> str:
+    """``45s``, ``12m05s``, ``3h04m``, ``2d05h``."""
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
+
+
+def _forget(infos: Sequence[XProcessInfo], named: bool) -> int:
+    """``--xforget``: remove the control directory of each process of ``infos`` that is not
+    running, under its start lock (so no session starts it meanwhile). A running one is kept: an
+    error when it was named, else listed as kept.
+
+    :returns: the exit status: 1 if something named could not be forgotten.
+    """
+    import shlex
+    import shutil
+
+    status = 0
+    for info in infos:
+        quoted = shlex.quote(info.name)
+        try:
+            fd = _open_lock(info.controldir / LOCK_NAME)
+        except XProcessError as exc:
+            _print(f"{info.name} NOT FORGOTTEN: {exc}")
+            status = 1
+            continue
+        try:
+            if not _flock(fd):
+                _print(f"{info.name} NOT FORGOTTEN: another session is starting it")
+                status = 1
+                continue
+            alive = _find_ours({info.name: (info, info._state())}, tree=True)[info.name]
+            if alive:
+                pids = ", ".join(str(p.pid) for p in alive)
+                if named:
+                    _print(
+                        f"{info.name} NOT FORGOTTEN: it is LIVE (pid {pids}); stop it first: pytest --xkill {quoted}"
+                    )
+                    status = 1
+                else:
+                    _print(f"{info.name} kept: it is LIVE (pid {pids})")
+                continue
+            try:
+                shutil.rmtree(info.controldir)
+            except OSError as exc:
+                _print(f"{info.name} NOT FORGOTTEN: {exc.strerror or exc} ({exc.filename or info.controldir})")
+                status = 1
+                continue
+            _print(f"{info.name} FORGOTTEN")
+        finally:
+            os.close(fd)
+    return status
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -2329,25 +2574,45 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     uses = xp._session_uses()
     if not uses:
         return
-    terminalreporter.section("xprocess")
+    if all(use.get("event", "reused") == "reused" and "terminated" not in use for use in uses.values()):
+        if terminalreporter.verbosity >= 0:  # nothing happened worth a section
+            terminalreporter.write_line("xprocess: reused " + ", ".join(_escape(name) for name in sorted(uses)))
+        return
+    terminalreporter.write_sep("=", "xprocess")
     for name, use in sorted(uses.items()):
-        event = use.get("event", "reused")
-        if event == "reused":
-            line = f"{name}: reused"
-        elif event == "starting":  # an xdist worker ended during the start
-            line = f"{name}: its start did not finish"
-        else:
-            head, _, why = event.partition(": ")
-            line = f"{name}: {head} in {use['seconds']:.2f} s" + (f" ({why})" if why else "")
+        line = f"{_escape(name)}: {_summary_event(use)}"
+        if use.get("more"):
+            more = use["more"]
+            line += f"; then {'another start' if more == 1 else f'{more} more starts, the last'}: "
+            line += _summary_event(use["then"])
         done = use.get("terminated")
-        if done is not None:
+        ended = use.get("event") == "interrupted" or str(use.get("event")).startswith("failed")
+        if done is not None and not (done == 0 and ended):  # a failed start ended it: nothing to add
             line += {
                 1: ", terminated at end",
                 0: ", already gone at end",
                 -1: ", FAILED to terminate at end",
                 "in use": ", left running (in use by another session)",
-            }[done]
+            }.get(done, "")
         terminalreporter.write_line(line)
+
+
+def _summary_event(use: Mapping[str, Any]) -> str:
+    """The summary's words for one recorded event of a session (see ``XProcess._note_use``)."""
+    event = use.get("event", "reused")
+    if event == "reused":
+        return "reused"
+    if event == "starting":  # no outcome was recorded: the xdist worker starting it ended first
+        return "its start did not finish (the xdist worker starting it ended during the start)"
+    if event == "interrupted":
+        return "interrupted during its start"
+    head, _, why = str(event).partition(": ")
+    if head == "failed":
+        return f"FAILED to start: {why}"
+    line = f"{head} in {use.get('seconds', 0):.2f} s"
+    if use.get("stop"):
+        line += f" after a {use['stop']:.1f} s stop"
+    return line + (f" ({why})" if why else "")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -100,7 +100,7 @@ def test_names_from_test_ids_work_with_xshow_and_xkill(pytester_xp):
     pytester_xp.runpytest_subprocess("-k", "test_basic or unix").assert_outcomes(passed=3)
     show = pytester_xp.runpytest_subprocess("--xshow", "dev_server-test_server[unix socket]")
     assert show.ret == 0
-    show.stdout.fnmatch_lines(["* dev_server-test_server[[]unix socket[]] LIVE *"])
+    show.stdout.fnmatch_lines(["dev_server-test_server[[]unix socket[]] *LIVE *"])
     kill = pytester_xp.runpytest_subprocess("--xkill", "dev_server-test_basic[True]", "dev_server-test_basic[False]")
     assert kill.ret == 0
     kill.stdout.fnmatch_lines(
@@ -184,10 +184,10 @@ def test_messages_and_xshow_quote_arguments(xp):
     with pytest.raises(XProcessError) as excinfo:
         xp.ensure("quoted", starter("", args=args))
     assert "-c 'import sys; print('\"'\"'boom'\"'\"'); sys.exit(3)' '' 'two words'" in str(excinfo.value)
-    from xprocess import _show_line
+    from xprocess import _show_table
 
-    xp.ensure("quoted", starter(SLEEPER, args=[*py(SLEEPER), "", "two words"]))
-    assert _show_line(xp.getinfo("quoted")).endswith("'' 'two words'")
+    xp.ensure("quoted", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "", "two words"]))
+    assert "    $ sh -c 'echo ready; exec sleep 600' '' 'two words'" in _show_table([xp.getinfo("quoted")])
 
 
 def test_paths_are_pathlib_and_rootdir_is_the_project(pytester_xp):

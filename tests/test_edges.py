@@ -207,7 +207,7 @@ def test_an_infinite_timeout_means_no_deadline(xp):
 
 
 def test_xshow_escapes_what_the_terminal_cannot_print(pytester_xp, monkeypatch):
-    pytester_xp.makeconftest(conftest_source(None, names=("café",), code=SLEEPER + " # café"))
+    pytester_xp.makeconftest(conftest_source(None, names=("café",), code="# café\n" + SLEEPER))
     pytester_xp.makepyfile("def test_a(café):\n    pass\n")
     assert pytester_xp.runpytest_subprocess().ret == 0
     monkeypatch.setenv("LC_ALL", "C")
@@ -216,12 +216,14 @@ def test_xshow_escapes_what_the_terminal_cannot_print(pytester_xp, monkeypatch):
     result = pytester_xp.runpytest_subprocess("--xshow")
     assert result.ret == 0, result.stderr.str()
     # the name as this locale decodes the directory's bytes; the argument escaped
-    result.stdout.fnmatch_lines(["* caf* LIVE * # caf\\xe9*"])
+    result.stdout.fnmatch_lines(["NAME *STATUS *PID*", "caf* LIVE *", "    $ *# caf\\xe9\\nimport*"])
+    header, row = result.stdout.lines[:2]
+    assert row.index("LIVE") == header.index("STATUS")  # aligned as printed, escapes and all
 
 
 def test_an_xdist_worker_dying_mid_start_under_xstop_leaves_nothing(pytester_xp):
     code = "import time; time.sleep(2); print('ready', flush=True); time.sleep(600)"
-    dies = "import os\ndef startup_check(self):\n    os._exit(3)  # the worker dies while the server boots\n"
+    dies = "def startup_check(self):\n    __import__('os')._exit(3)  # the worker dies while the server boots\n"
     pytester_xp.makeconftest(conftest_source(None, code=code, extra=dies))
     pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
     result = pytester_xp.runpytest_subprocess("-n", "1", "--xstop")

@@ -721,7 +721,7 @@ def test_a_log_deleted_while_the_process_runs(pytester_xp):
     (pytester_xp.path / ".xprocess" / "srv" / "xprocess.log").unlink()
     result = pytester_xp.runpytest_subprocess()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["srv: reused"])
+    result.stdout.fnmatch_lines(["xprocess: reused srv"])
     assert "xprocess srv log" not in result.stdout.str()
 
 

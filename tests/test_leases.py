@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,7 +151,7 @@ def test_xshow_and_xkill_name_the_holder(sessions):
     b, pid = start_b(sessions.path)
     try:
         show = run_a(sessions.path, "--xshow")
-        assert f"{pid} srv LIVE" in show.stdout and f"in use by pid {b.pid}" in show.stdout, show.stdout
+        assert re.search(rf"^srv +LIVE +{pid} +\S+ +\S+ +{b.pid}$", show.stdout, re.M), show.stdout
         kill = run_a(sessions.path, "--xkill")
         assert f"{pid} srv TERMINATED (it was in use by pid {b.pid}: " in kill.stdout, kill.stdout
         assert not alive(pid)  # an explicit order: stopped all the same

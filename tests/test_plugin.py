@@ -32,7 +32,7 @@ def test_first_run_starts_second_reuses(project):
     first.stdout.fnmatch_lines(["*= xprocess =*", "srv: started in * s"])
     second = project.runpytest_subprocess()
     second.assert_outcomes(passed=1)
-    second.stdout.fnmatch_lines(["srv: reused"])
+    second.stdout.fnmatch_lines(["xprocess: reused srv"])
     assert (project.path / "starts").read_text() == "x"
 
 
@@ -49,13 +49,15 @@ def test_xshow_and_xkill(project):
     pid = recorded_pid(project)
     show = project.runpytest_subprocess("--xshow")
     assert show.ret == 0
-    show.stdout.fnmatch_lines([f"{pid} srv LIVE */.xprocess/srv/xprocess.log up *"])
+    show.stdout.fnmatch_lines(
+        ["NAME *STATUS *PID *", f"srv *LIVE *{pid} *", "    $ *", "    log: */.xprocess/srv/xprocess.log"]
+    )
     assert "passed" not in show.stdout.str()  # no tests ran
     kill = project.runpytest_subprocess("--xkill", "srv")
     assert kill.ret == 0
     kill.stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
     assert not alive(pid)
-    project.runpytest_subprocess("--xshow", "srv").stdout.fnmatch_lines([f"{pid} srv DEAD *"])
+    project.runpytest_subprocess("--xshow", "srv").stdout.fnmatch_lines([f"srv *DEAD *{pid} *"])
     again = project.runpytest_subprocess("--xkill")
     assert again.ret == 0
     again.stdout.fnmatch_lines([f"{pid} srv NO PROCESS FOUND"])
@@ -331,7 +333,7 @@ def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
         state = info._state()
         state.update(pid=stranger.pid)  # the recorded start stays: not the stranger's
         info.statepath.write_text(json.dumps(state) + "\n")
-        project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"{stranger.pid} srv DEAD *"])
+        project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"srv *DEAD *{stranger.pid} *"])
         kill = project.runpytest_subprocess("--xkill")
         kill.stdout.fnmatch_lines([f"{stranger.pid} srv NO PROCESS FOUND"])
         assert stranger.poll() is None

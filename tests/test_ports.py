@@ -283,7 +283,7 @@ def test_a_process_alive_but_not_listening_is_restarted_on_reuse(pytester_xp):
     assert pytester_xp.runpytest_subprocess().ret == 0
     info = XProcess(None, pytester_xp.path).getinfo("srv")
     first = info.pid
-    pytester_xp.runpytest_subprocess().stdout.fnmatch_lines(["srv: reused"])  # healthy: reused
+    pytester_xp.runpytest_subprocess().stdout.fnmatch_lines(["xprocess: reused srv"])  # healthy: reused
     import os
     import signal
 
