@@ -774,4 +774,4 @@ def test_xshow_does_not_call_a_zombie_live(pytester_xp):
         show = pytester_xp.runpytest_subprocess("--xshow")
         assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # it was one all along
     assert show.ret == 0
-    show.stdout.fnmatch_lines([f"{pid} zombie DEAD *"])
+    show.stdout.fnmatch_lines([f"zombie  DEAD    {pid} *"])

@@ -195,7 +195,7 @@ def test_a_function_in_popen_kwargs_does_not_restart_every_run(pytester_xp):
     assert pytester_xp.runpytest_subprocess().ret == 0
     second = pytester_xp.runpytest_subprocess()
     assert second.ret == 0
-    second.stdout.fnmatch_lines(["*srv: reused*"])
+    second.stdout.fnmatch_lines(["xprocess: reused srv"])
     assert (pytester_xp.path / "starts").read_text() == "x"
 
 
@@ -293,7 +293,7 @@ def test_a_waiting_restart_does_not_block_plain_reuse(pytester_xp):
         c = subprocess.run(pytest_cmd("test_quick.py"), cwd=project, capture_output=True, text=True, timeout=50)
         assert a.poll() is None  # A still waits for B: C did not wait for A
         assert c.returncode == 0, c.stdout
-        assert "srv: reused" in c.stdout
+        assert "xprocess: reused srv" in c.stdout
         assert alive(pid)
     finally:
         code, out = finish_b(project, b)

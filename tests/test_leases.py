@@ -271,7 +271,7 @@ def test_xstop_leaves_running_what_another_session_only_reuses(sessions):
     finally:
         code, out = finish_b(sessions.path, b)
     assert code == 0, out
-    assert "srv: reused" in out
+    assert "xprocess: reused srv" in out
 
 
 def test_a_restart_waits_for_the_lease_within_the_starters_timeout(sessions):

@@ -5,6 +5,7 @@ their environment) except http.server."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -141,7 +142,7 @@ def test_a_renamed_project_keeps_no_orphan(project):
         assert not any(alive(pid) for pid in old[name]), (name, old[name])
     before = {name: XProcessInfo(renamed / ".xprocess", name).pid for name in NAMES}
     show = run(renamed, "--xshow")
-    assert show.stdout.count(" LIVE ") == 4, show.stdout
+    assert len(re.findall(r"^\w+ +LIVE ", show.stdout, re.M)) == 4, show.stdout
     kill = run(renamed, "--xkill")
     assert kill.stdout.count("TERMINATED") == 4, kill.stdout
     assert not any(alive(pid) for pid in before.values())
@@ -165,9 +166,9 @@ def test_a_title_rewriting_server_run_as_another_user_is_ours(project):
     pid = XProcessInfo(project / ".xprocess", "redis").pid
     assert psutil.Process(pid).uids().real == psutil.Process(pid).uids().effective != 0
     second = run(project, "-k", "redis")
-    assert "redis: reused" in second.stdout, second.stdout
+    assert "xprocess: reused redis" in second.stdout, second.stdout
     assert XProcessInfo(project / ".xprocess", "redis").pid == pid
-    assert " redis LIVE " in run(project, "--xshow", "redis").stdout
+    assert re.search(r"^redis +LIVE ", run(project, "--xshow", "redis").stdout, re.M)
     kill = run(project, "--xkill", "redis")
     assert f"{pid} redis TERMINATED" in kill.stdout, kill.stdout
     assert not alive(pid)
