@@ -1656,10 +1656,14 @@ class _Watch:
         if not self._watched:
             return []
         gone = [self._names[fd] for fd, _ in self._poll.poll(0)]
-        if len(self._names) < len(self._watched):
+        if len(self._names) < len(self._watched):  # some without a pidfd
             gone += [
-                name for name, (pid, start, fd, _, _) in self._watched.items() if fd is None and not _alive(pid, start)
+                name
+                for name, (pid, start, fd, popen, _) in self._watched.items()
+                if fd is None and not _alive(pid, start, popen)
             ]
+        if not gone:
+            return []
         records = []
         for name in gone:
             pid, _, _, popen, logpath = self._watched[name]
@@ -1674,6 +1678,8 @@ class _Watch:
 
     def sections(self, test: str) -> list[tuple[str, str]]:
         """Report sections for the crashes noticed since the last report, for ``test``'s report."""
+        if not self._sections:
+            return []
         sections = [
             (f"{title} during {'this test' if during == test else during}", text)
             for during, title, text in self._sections
@@ -1686,8 +1692,11 @@ class _Watch:
             self.remove(name)
 
 
-def _alive(pid: int, start: str) -> bool:
-    """Whether ``pid`` still runs and is the process that started at ``start`` (no pidfd to ask)."""
+def _alive(pid: int, start: str, popen: subprocess.Popen[bytes] | None) -> bool:
+    """Whether ``pid`` still runs and is the process that started at ``start`` (no pidfd to ask).
+    A child of this process is asked with ``waitid``; another needs a signal 0 and its start."""
+    if popen is not None:
+        return _exit_status(popen) is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
