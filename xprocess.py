@@ -67,6 +67,7 @@ _SLOW_STOP = 1.0  # a stop before a start that took this long is named in the su
 _PAUSE = 0.1  # a last line without its newline is matched once output paused this long
 _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or a child's exit
 _MAX_STATE = 1024 * 1024  # a state file is a few hundred bytes; more is garbage
+_MAX_CONFIG = 16 * 1024 * 1024  # a config file is read whole for its digest: a bigger one is no config
 _TOKEN_RE = re.compile(r"[0-9a-f]{16}:[0-9a-f]{16}\Z")  # a marker: key of project and name, start id
 _MARKER_PREFIX = MARKER_ENV.encode() + b"="
 _PROC_FS = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
@@ -139,6 +140,8 @@ class ProcessStarter:
     popen_kwargs: Mapping[str, Any] = MappingProxyType({})
     terminate_on_interrupt: bool = False
     check_on_reuse: bool = True  # run startup_check once before a running process is reused
+    config_files: Sequence[str | os.PathLike[str]] = ()  # their contents are part of the configuration
+    requires: Sequence[str] = ()  # names of processes that must run first; a restart of one restarts this
 
     def __init__(self, control_dir: Path, process: XProcess) -> None:
         self.control_dir = control_dir
@@ -212,9 +215,13 @@ class _Launch(SimpleNamespace):
     max_read_lines: int | None
     popen_kwargs: dict[str, Any]
     terminate_on_interrupt: bool
+    config_files: dict[str, str]  # each config file, as the starter names it: a digest of its content
+    requires: dict[str, str]  # each required name: the start id (marker) of its running process
 
     def fingerprint(self) -> dict[str, str]:
-        """A digest per part of what was started; a changed part means a restart."""
+        """A digest per part of what was started; a changed part means a restart. Config files and
+        required processes have a key each (none when there are none: older states stay equal),
+        so that the reason for a restart can name the one that changed."""
         import hashlib
 
         pattern = (self.pattern.pattern, self.pattern.flags) if self.pattern else None
@@ -224,6 +231,8 @@ class _Launch(SimpleNamespace):
             "cwd": str(self.cwd),
             "popen_kwargs": self.popen_kwargs,
             "pattern": "(a property)" if self.pattern_from is not None else pattern,
+            **{f"config file {path}": digest for path, digest in self.config_files.items()},
+            **{f"requires {name}": token for name, token in self.requires.items()},
         }
         return {
             key: hashlib.sha256(json.dumps(value, sort_keys=True, default=_stable_repr).encode()).hexdigest()[:16]
@@ -359,6 +368,8 @@ def _launch(name: str, starter: Any, control_dir: Path, process: XProcess) -> _L
         args=argv, env=env, cwd=cwd, pattern=pattern, pattern_from=s if deferred else None, starter=s,
         check=check, timeout=float(timeout), max_read_lines=max_lines, popen_kwargs=kwargs,
         terminate_on_interrupt=bool(s.terminate_on_interrupt),
+        config_files=_config_digests(name, s.config_files, process.rootdir),
+        requires=_required_starts(name, s.requires, process),
     )  # fmt: skip
 
 
@@ -371,6 +382,73 @@ def _takes_two(func: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):  # ValueError: no signature to read (some builtins)
         return False
     return True
+
+
+def _config_digests(name: str, paths: object, rootdir: Path) -> dict[str, str]:
+    """A digest of each config file's content, keyed by the path as the starter gave it (a
+    relative one is from the project directory).
+
+    :raises TypeError: ``paths`` is not a list of paths.
+    :raises XProcessError: a file is missing, unreadable, not a regular file or too big.
+    """
+    __tracebackhide__ = True
+    import hashlib
+
+    where = f"xprocess {name!r}"
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Sequence):
+        raise TypeError(f"{where}: config_files must be a list of paths, got {paths!r}")
+    digests = {}
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str) or not os.fspath(path):
+            raise TypeError(f"{where}: config_files items must be str or os.PathLike paths, got {path!r}")
+        given = os.fspath(path)
+        full = rootdir / given  # an absolute path replaces rootdir
+        digest = hashlib.sha256()
+        try:  # non-blocking: a FIFO in a file's place must not hang the session
+            fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "it is not a regular file")
+                size = 0
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    size += len(chunk)
+                    if size > _MAX_CONFIG:
+                        raise OSError(errno.EFBIG, f"it is bigger than {_MAX_CONFIG >> 20} MiB")
+                    digest.update(chunk)
+        except OSError as exc:
+            raise XProcessError(
+                f"{where}: its config file {given!r} ({full}) cannot be read: {exc.strerror or exc}", name=name
+            ) from None
+        digests[given] = digest.hexdigest()[:16]
+    return digests
+
+
+def _required_starts(name: str, names: object, process: XProcess) -> dict[str, str]:
+    """The start id of each process ``name`` requires, all of which must be running.
+
+    :raises TypeError, ValueError: ``names`` is not a list of other process names.
+    :raises XProcessError: a required process is not running.
+    """
+    __tracebackhide__ = True
+    where = f"xprocess {name!r}"
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise TypeError(f"{where}: requires must be a list of process names, got {names!r}")
+    starts = {}
+    for required in names:
+        if not isinstance(required, str):
+            raise TypeError(f"{where}: requires items must be process names (str), got {required!r}")
+        if required == name:
+            raise ValueError(f"{where}: requires names the process itself")
+        info = process.getinfo(required)  # a bad name: ValueError, naming it
+        state = info._state() if info.isrunning() else None
+        if state is None:
+            raise XProcessError(
+                f"{where} requires {required!r}, which is not running: ensure it first (e.g. make the "
+                f"{name} fixture depend on the {required} fixture)",
+                name=name,
+            )
+        starts[required] = state["token"]
+    return starts
 
 
 def _is_descriptor(cls: type, attr: str) -> bool:
@@ -1075,6 +1153,7 @@ class XProcessInfo:
         self.logpath = self.controldir / LOG_NAME
         self.statepath = self.controldir / STATE_NAME
         self._pid = _UNSET
+        self._unwatch: Callable[[str], object] | None = None  # from XProcess.getinfo: a stop is no crash
 
     @functools.cached_property
     def _key(self) -> str:
@@ -1134,6 +1213,8 @@ class XProcessInfo:
             return 0
         if not isinstance(timeout, (int, float)) or timeout < 0:
             return -1  # pytest-xprocess 1.x returned -1 for a negative timeout too
+        if self._unwatch is not None:
+            self._unwatch(self.name)
         return _terminate({self.name: (self, self._state())}, timeout, kill_proc_tree)[self.name]
 
     def kill(self) -> int:
@@ -1196,6 +1277,8 @@ class XProcess:
         self._uses: list[dict[str, Any]] = []  # this process's records of the session file, kept if it cannot be
         self._leases: dict[str, int] = {}  # name -> fd of the lease this session holds on it
         self._waker: _Waker | None = None
+        self._watch: _Watch | None = None  # what it ensured, watched for crashes
+        self._test = ""  # the test running, or the last one: a crash noticed now happened during it
 
     def __enter__(self) -> XProcess:
         return self
@@ -1205,7 +1288,9 @@ class XProcess:
 
     def getinfo(self, name: str) -> XProcessInfo:
         """The :class:`XProcessInfo` of ``name``; creates nothing on disk."""
-        return XProcessInfo(self.statedir, name)
+        info = XProcessInfo(self.statedir, name)
+        info._unwatch = self._unwatch
+        return info
 
     def ensure(self, name: str, starter: Any, restart: bool = False, persist_logs: bool = True) -> _Ensured:
         """Return ``(pid, logpath)`` of the running, ready process ``name``, starting it if needed.
@@ -1257,8 +1342,9 @@ class XProcess:
                         deadline = began + launch.timeout
                     found = "" if restart else self._reuse(info, launch, state, proc)
                     if isinstance(found, _Ensured):
-                        return found
-                    why = found or _why_start(state, launch, restart, proc, gone)
+                        return self._watched(info, found)
+                    died = self._unwatch(name)  # it is stopped on purpose now
+                    why = found or died or _why_start(state, launch, restart, proc, gone)
                     # The recorded process and what it started end before the new one starts
                     # (nothing holds its port twice), unless another session uses it.
                     if proc is not None:
@@ -1267,10 +1353,11 @@ class XProcess:
                     if why:
                         log.warning("xprocess %r %s", name, why)
                     try:
-                        return self._start(info, launch, persist_logs, why, deadline + stopped, stop=stopped)
+                        started = self._start(info, launch, persist_logs, why, deadline + stopped, stop=stopped)
                     except BaseException as exc:
                         self._note_failure(info, launch, exc)
                         raise
+                    return self._watched(info, started)
                 waiting = str(stopped)
             finally:
                 os.close(fd)  # releases the lock
@@ -1458,6 +1545,33 @@ class XProcess:
         self._lease(info, popen.pid, tuple(logid))
         return _Ensured(popen.pid, info.logpath, match, offset, self, info.name, port)
 
+    def _watched(self, info: XProcessInfo, ensured: _Ensured) -> _Ensured:
+        """``ensured``, watched from now on for an exit nobody asked for (a crash)."""
+        if self._watch is None:
+            self._watch = _Watch()
+        if self._watch.pid(info.name) != ensured[0]:
+            popen = next((p for p in self._children if p.pid == ensured[0]), None)  # its exit status is ours
+            self._watch.add(info.name, ensured[0], popen, info.logpath)
+        return ensured
+
+    def _unwatch(self, name: str) -> str:
+        """Stop watching ``name``, which is being stopped on purpose; return why it is started
+        again if it had crashed ("" if not)."""
+        if self._watch is None:
+            return ""
+        self._look()  # a crash before this stop is still one
+        self._watch.remove(name)
+        test = self._watch.died.pop(name, None)
+        return "" if test is None else f"restarted: it died during {test}"
+
+    def _look(self) -> None:
+        """Notice the watched processes that crashed since the last look, and record each for
+        the summary (the controller's, under xdist)."""
+        for record in self._watch.look(self._test) if self._watch is not None else ():
+            if self._session:
+                with contextlib.suppress(OSError):
+                    self._record(record)
+
     def _lease(self, info: XProcessInfo, pid: int, log_id: tuple[int, ...]) -> None:
         """Hold a shared lease on ``info``'s process until this session ends (the OS drops it if
         the session dies): stopping it at another session's end or a restart waits for it.
@@ -1599,7 +1713,9 @@ class XProcess:
         for record in records:
             with contextlib.suppress(KeyError, TypeError, AttributeError):
                 use = uses.setdefault(record["name"], {})
-                if "terminated" in record:
+                if "died" in record:  # noticed by each worker using it: once per pid
+                    use.setdefault("died", {}).setdefault(str(record["pid"]), f"{record['died']} ({record['how']})")
+                elif "terminated" in record:
                     use["terminated"] = record["terminated"]
                 elif use.get("event", "reused") in ("reused", "starting"):  # a start outranks reuses
                     use.update(record)
@@ -1680,6 +1796,9 @@ class XProcess:
         if self._waker is not None:
             self._waker.close()
             self._waker = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
 
 def _lock_timeout(starter: Any) -> float:
@@ -1727,8 +1846,128 @@ def _why_start(state: dict[str, Any] | None, launch: _Launch, restart: bool, pro
         return "restarted: it never became ready"
     if proc is None or proc.zombie:
         return f"restarted: {gone or 'it had stopped'}"
-    changed = [k for k, v in launch.fingerprint().items() if state["fingerprint"].get(k) != v]
-    return f"restarted: its configuration changed ({', '.join(changed)})"
+    old, new = state["fingerprint"], launch.fingerprint()
+    changed = [k for k in {**new, **old} if old.get(k) != new.get(k)]  # a part dropped counts too
+    # a required process whose start changed restarted since: say that, not "configuration"
+    restarted = [f"{k[9:]} restarted" for k in changed if k.startswith("requires ") and k in old and k in new]
+    others = [k for k in changed if not (k.startswith("requires ") and k in old and k in new)]
+    if others or not restarted:
+        restarted.append(f"its configuration changed ({', '.join(others)})")
+    return f"restarted: {'; '.join(restarted)}"
+
+
+class _Watch:
+    """The processes a session ensured, watched for an exit nobody asked for (a crash).
+
+    A pidfd each (Linux; it works for any visible pid, not only children), all checked by one
+    ``poll`` that does not wait: about a microsecond per look, so every test can afford a few.
+    Where there is no pidfd, a look sends signal 0 and compares each pid's start.
+    """
+
+    def __init__(self) -> None:
+        import select
+
+        self._poll = select.poll()
+        self._watched: dict[str, tuple[int, str, int | None, Any, Path]] = {}  # name -> pid, start, pidfd, Popen, log
+        self._names: dict[int, str] = {}  # pidfd -> name
+        self._sections: list[tuple[str, str, str]] = []  # (test, title, log tail) not yet in a report
+        self.died: dict[str, str] = {}  # name -> the test it died during, until it is started again
+
+    def pid(self, name: str) -> int | None:
+        entry = self._watched.get(name)
+        return entry[0] if entry else None
+
+    def add(self, name: str, pid: int, popen: subprocess.Popen[bytes] | None, logpath: Path) -> None:
+        """Watch ``pid`` as ``name``; ``popen`` when it is this process's child (its exit code is known)."""
+        import select
+
+        self.remove(name)
+        self.died.pop(name, None)
+        fd = None
+        with contextlib.suppress(AttributeError, OSError):  # no pidfd: looks use the fallback
+            fd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+        proc = _proc(pid)
+        self._watched[name] = (pid, proc.start if proc else "", fd, popen, logpath)
+        if fd is not None:
+            self._names[fd] = name
+            self._poll.register(fd, select.POLLIN)
+
+    def remove(self, name: str) -> None:
+        entry = self._watched.pop(name, None)
+        fd = entry[2] if entry else None
+        if fd is not None:
+            self._poll.unregister(fd)
+            del self._names[fd]
+            os.close(fd)
+
+    def look(self, test: str) -> list[dict[str, Any]]:
+        """Notice the watched processes that have exited, as having died during ``test``; stop
+        watching them and return a record of each for the summary."""
+        if not self._watched:
+            return []
+        gone = [self._names[fd] for fd, _ in self._poll.poll(0)]
+        if len(self._names) < len(self._watched):  # some without a pidfd
+            gone += [
+                name
+                for name, (pid, start, fd, popen, _) in self._watched.items()
+                if fd is None and not _alive(pid, start, popen)
+            ]
+        if not gone:
+            return []
+        records = []
+        for name in gone:
+            pid, _, _, popen, logpath = self._watched[name]
+            self.remove(name)
+            self.died[name] = test = test or "the session"
+            how, short = _how_it_ended(popen)
+            log.warning("xprocess %r (pid %d) %s during %s", name, pid, how, test)
+            tail = "\n".join(_log_tail(logpath, _TAIL_LINES)) or "(its log is empty)"
+            self._sections.append((test, f"xprocess {name!r} {how}", f"last lines of {logpath}:\n{tail}"))
+            records.append({"name": name, "died": test, "how": short, "pid": pid})
+        return records
+
+    def sections(self, test: str) -> list[tuple[str, str]]:
+        """Report sections for the crashes noticed since the last report, for ``test``'s report."""
+        if not self._sections:
+            return []
+        sections = [
+            (f"{title} during {'this test' if during == test else during}", text)
+            for during, title, text in self._sections
+        ]
+        self._sections.clear()
+        return sections
+
+    def close(self) -> None:
+        for name in list(self._watched):
+            self.remove(name)
+
+
+def _alive(pid: int, start: str, popen: subprocess.Popen[bytes] | None) -> bool:
+    """Whether ``pid`` still runs and is the process that started at ``start`` (no pidfd to ask).
+    A child of this process is asked with ``waitid``; another needs a signal 0 and its start."""
+    if popen is not None:
+        return _exit_status(popen) is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: there is one, is it ours? The start says.
+        pass
+    proc = _proc(pid)
+    return proc is not None and proc.start == start and not proc.zombie
+
+
+def _how_it_ended(popen: subprocess.Popen[bytes] | None) -> tuple[str, str]:
+    """How a process ended, for a report ("was killed by signal 11 (SIGSEGV)") and for the
+    summary ("signal 11"). Only a child of this process has an exit status to tell."""
+    code = _exit_status(popen) if popen is not None else None
+    if code is None:
+        return "exited", "exit status unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})", f"signal {-code}"
+        return f"was killed by signal {-code}", f"signal {-code}"
+    return f"exited with code {code}", f"exit code {code}"
 
 
 def _quote(text: str) -> str:
@@ -2532,15 +2771,22 @@ def xprocess(pytestconfig: pytest.Config) -> Iterator[XProcess]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.config.stash[_XPROCESS_KEY]._mark_test_start()
+    xp = item.config.stash[_XPROCESS_KEY]
+    xp._mark_test_start()
+    xp._look()  # a crash since the last test's last report happened during it, at the latest
+    xp._test = item.nodeid
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
     report = outcome.get_result()
+    xp = item.config.stash[_XPROCESS_KEY]
     if report.failed:
-        report.sections.extend(item.config.stash[_XPROCESS_KEY]._report_sections())
+        report.sections.extend(xp._report_sections())
+    if xp._watch is not None:  # a crash during this test: its report says so, passed or failed
+        xp._look()
+        report.sections.extend(xp._watch.sections(item.nodeid))
 
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures' teardown, which may still use them
@@ -2595,6 +2841,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 "in use": ", left running (in use by another session)",
             }.get(done, "")
         terminalreporter.write_line(line)
+        for during in use.get("died", {}).values():
+            terminalreporter.write_line(f"{name}: DIED during {during}")
 
 
 def _summary_event(use: Mapping[str, Any]) -> str:
