@@ -2820,7 +2820,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     uses = xp._session_uses()
     if not uses:
         return
-    if all(use.get("event", "reused") == "reused" and "terminated" not in use for use in uses.values()):
+    if all(use.get("event", "reused") == "reused" and not {"terminated", "died"} & set(use) for use in uses.values()):
         if terminalreporter.verbosity >= 0:  # nothing happened worth a section
             terminalreporter.write_line("xprocess: reused " + ", ".join(_escape(name) for name in sorted(uses)))
         return

@@ -98,7 +98,7 @@ def test_an_edited_nginx_config_restarts_nginx_and_the_summary_names_the_file(py
         return result
 
     run("first page").stdout.fnmatch_lines(["nginx: started in *"])
-    run("first page").stdout.fnmatch_lines(["nginx: reused"])
+    run("first page").stdout.fnmatch_lines(["xprocess: reused nginx"])
     edited = run("second page")  # only the file changed: args, env and cwd are the same
     edited.stdout.fnmatch_lines(["nginx: restarted in * (its configuration changed (config file nginx.conf))"])
     assert get(f"http://127.0.0.1:{port}/") == "second page\n"
@@ -268,7 +268,7 @@ def test_the_summary_says_which_required_process_restarted(pytester_xp):
     second.assert_outcomes(passed=1)
     second.stdout.fnmatch_lines(["app: restarted in * (redis restarted)", "redis: restarted in * (it had stopped)"])
     third = pytester_xp.runpytest_subprocess()
-    third.stdout.fnmatch_lines(["app: reused", "redis: reused"])
+    third.stdout.fnmatch_lines(["xprocess: reused app, redis"])
 
 
 def test_a_required_process_that_is_not_running_is_an_error(xp):
