@@ -926,22 +926,35 @@ def _find_ours(targets: _Targets, tree: bool) -> dict[str, list[_Proc]]:
         keys.update({info._key: name for name, (info, _) in targets.items()})
         dirs = {info._where: name for name, (info, _) in targets.items()}
         me = os.geteuid()
-        candidates = _newer_pids([state for _, state in targets.values()])
-        procs = [p for p in map(_proc, candidates) if p is not None and p.pid not in exempt]
+        candidates = [pid for pid in _newer_pids([state for _, state in targets.values()]) if pid not in exempt]
+
+        def evidence(pid: int) -> str | None:
+            """The name whose log ``pid`` writes to, or whose marker it shows, if any."""
+            owner = next((dirs[d] for d in _output_dirs(pid) if d in dirs), None)
+            if owner is not None and not any(
+                uid == me and dirs.get(_log_dir(path) or "") == owner for path, _, uid, _ in _outputs(pid)
+            ):
+                owner = None  # a log of ours is a file this user created
+            if owner is None:
+                marker = _marker_of(pid)
+                owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
+            return owner
+
+        if not roots:  # no tree to walk (the state was lost): a process is read only if it is of a name
+            for pid in candidates:
+                owner = evidence(pid)
+                p = _proc(pid) if owner is not None else None
+                if p is not None and p.since >= floor:
+                    found[owner][pid] = p  # type: ignore[index]
+            candidates = []
+        procs = [p for p in map(_proc, candidates) if p is not None]
         children: dict[int, list[_Proc]] = {}
         for p in procs:
             children.setdefault(p.ppid, []).append(p)
         for p in procs:
             owner = roots.get(p.sid) if p.pid not in roots else None
             if owner is None and p.since >= floor:  # only they can be of these names: look
-                owner = next((dirs[d] for d in _output_dirs(p.pid) if d in dirs), None)
-                if owner is not None and not any(
-                    uid == me and dirs.get(_log_dir(path) or "") == owner for path, _, uid, _ in _outputs(p.pid)
-                ):
-                    owner = None  # a log of ours is a file this user created
-                if owner is None:
-                    marker = _marker_of(p.pid)
-                    owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
+                owner = evidence(p.pid)
             if owner is not None:
                 found[owner][p.pid] = p
         for pid, name in roots.items():  # descendants, down from the recorded process
@@ -955,17 +968,22 @@ def _find_ours(targets: _Targets, tree: bool) -> dict[str, list[_Proc]]:
 
 
 def _output_dirs(pid: int) -> list[str]:
-    """The control directories of the logs ``pid`` writes to on fd 1/2 (the cheap look of a
-    sweep: one readlink each, the file is looked at only for a match)."""
+    """The control directories of the logs ``pid`` writes to (the cheap look of a sweep through
+    every process: a readlink, the file itself is looked at only for a match).
+
+    It reads fd 1, and fd 2 only where fd 1 was sent to /dev/null: a server that keeps its
+    stderr on the log but not its stdout does that (a daemon), one that moves its stderr to a
+    file of its own (nginx's error_log) keeps its stdout."""
     if not _PROC_FS:
         return [d for d in (_log_dir(path) for path, _, _, _ in _outputs(pid)) if d]
-    found = []
-    for fd in (1, 2):
-        with contextlib.suppress(OSError):
-            d = _log_dir(os.readlink(f"/proc/{pid}/fd/{fd}"))
-            if d:
-                found.append(d)
-    return found
+    try:
+        out = os.readlink(f"/proc/{pid}/fd/1")
+        if out == "/dev/null":
+            out = os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:
+        return []
+    d = _log_dir(out)
+    return [d] if d else []
 
 
 def _forks() -> int | None:
@@ -1327,10 +1345,12 @@ class XProcess:
                     warnings.warn(XProcessWarning(f"{info.statepath}: {gone}; not running"), stacklevel=2)
                     state = None
                 stopped: float | str = 0.0
+                died = ""
                 if proc is None:
                     # Nothing recorded runs: what earlier starts left (their state lost, or the
                     # recorded process died) ends before the starter is read, as it may rebuild
                     # what they still use (a database cluster deleted under its server).
+                    died = self._unwatch(name)  # stopped on purpose (a crash before is still one)
                     stopped = self._stop_for_start(info, state)
                 if isinstance(stopped, float):
                     if launch is None:
@@ -1343,7 +1363,8 @@ class XProcess:
                     found = "" if restart else self._reuse(info, launch, state, proc)
                     if isinstance(found, _Ensured):
                         return self._watched(info, found)
-                    died = self._unwatch(name)  # it is stopped on purpose now
+                    if proc is not None:
+                        died = self._unwatch(name)  # it is stopped on purpose now
                     why = found or died or _why_start(state, launch, restart, proc, gone)
                     # The recorded process and what it started end before the new one starts
                     # (nothing holds its port twice), unless another session uses it.

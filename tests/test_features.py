@@ -452,12 +452,17 @@ def test_stopping_on_purpose_is_no_crash(pytester_xp):
                 env = {"CHANGED": "1"}
             xprocess.ensure("crashy", Changed)
 
+        def test_state_lost(crashy, xprocess):  # the old one is stopped on purpose, found by its log
+            import shutil
+            shutil.rmtree(xprocess.getinfo("crashy").controldir)
+            assert xprocess.ensure("crashy", Crashy)[0] != crashy[0]
+
         def test_last(crashy):
             pass
         """
     )
     result = pytester_xp.runpytest_subprocess("--xstop", "-rA")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     assert sections(pytester_xp) == {}
     assert "DIED" not in result.stdout.str() and "died" not in result.stdout.str()
     result.stdout.fnmatch_lines(["crashy: started in *, terminated at end"])
