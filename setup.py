@@ -4,7 +4,7 @@ from setuptools import setup
 
 setup(
     name="xprocess",
-    version="0.2.0",
+    version="0.3.0",
     description="pytest plugin: start the external processes tests need once, reuse them across runs",
     long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
