@@ -288,3 +288,25 @@ def test_a_restart_waits_for_the_lease_within_the_starters_timeout(sessions):
     finally:
         code, out = finish_b(sessions.path, b)
     assert code == 0, out
+
+
+@names_holders
+def test_a_holders_command_line_reaches_the_terminal_escaped(sessions):
+    """Issue 19, item 1: the command line of the session holding a lease is another process's
+    text; escape sequences in it (here a terminal title and a screen clear) are printed escaped."""
+    hostile = "\x1b]0;OWNED\x07\x1b[2J"
+    b = subprocess.Popen(
+        [sys.executable, "-c", f"#{hostile}\nimport sys, pytest; sys.exit(pytest.main(['test_long.py']))"],
+        cwd=sessions.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    started = sessions.path / "b-started"
+    assert wait_for(lambda: started.exists() and started.read_text(), 60), "session B did not get srv"
+    try:
+        a = run_a(sessions.path, "test_quick.py", RESTART="1", STARTER_TIMEOUT="1")
+        assert a.returncode == pytest.ExitCode.TESTS_FAILED, a.stdout
+        assert "in use by another session (pid" in a.stdout
+        assert "\\x1b]0;OWNED\\x07\\x1b[2J" in a.stdout
+        assert "\x1b" not in a.stdout + a.stderr
+    finally:
+        code, out = finish_b(sessions.path, b)
+    assert code == 0, out
