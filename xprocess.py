@@ -2530,9 +2530,20 @@ def _hints(info: XProcessInfo, launch: _Launch, exitcode: int | None, tail: list
 
 def _port_holders(port: int, key: str) -> list[tuple[int, str]]:
     """Pid and command line of each process listening on TCP ``port`` (any address) that is not
-    one of the name's own (marker ``key``), where Linux's /proc lets this user see it."""
+    one of the name's own (marker ``key``), where the OS lets this user see it."""
     if not _PROC_FS:
-        return []
+        import psutil
+
+        try:
+            pids = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port and c.pid}
+        except (psutil.Error, OSError):
+            return []
+        found = []
+        for pid in sorted(pids):
+            if not (_marker_of(pid) or "").startswith(key):
+                with contextlib.suppress(psutil.Error, OSError):
+                    found.append((pid, _escape(" ".join(psutil.Process(pid).cmdline()))[:200] or "?"))
+        return found
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as f:

@@ -193,6 +193,7 @@ def test_xstop_still_stops_a_server_whose_directory_was_deleted_during_the_sessi
     assert not alive(int((sessions.path / "pid").read_text()))
 
 
+@pytest.mark.skipif(not xprocess._PROC_FS, reason="a removed log is reached through /proc/<pid>/fd (Linux)")
 @pytest.mark.parametrize("wipe", ["control directory", "state directory"])
 def test_a_server_in_use_survives_its_control_directory_being_deleted(sessions, wipe):
     """Issue 18, case 6: the lease lives on the log file the server holds, not in the control
