@@ -199,6 +199,10 @@ def test_a_function_in_popen_kwargs_does_not_restart_every_run(pytester_xp):
     assert (pytester_xp.path / "starts").read_text() == "x"
 
 
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and hasattr(os, "pidfd_open")),
+    reason="the evented wait is Linux's (inotify, pidfd); elsewhere waits poll",
+)
 def test_a_nested_ensure_leaves_the_outer_wait_and_later_waits_evented(xp):
     """Item 6: ensure() called from a startup_check: the inner wait has watches of its own, the
     outer ones come back, and no pidfd is left registered: once the inner server exits, a later
