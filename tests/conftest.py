@@ -112,9 +112,10 @@ def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield
     import tempfile
 
-    # pytest's temporary directory, and the integration tests' projects (/tmp/xprocess-it-*)
+    # pytest's temporary directory, and the integration tests' projects (/tmp/xprocess-it-<pid>-*):
+    # this process's only, as another xdist worker's may be running a test right now
     leaked = ours_still_running(tmp_path_factory.getbasetemp())
-    for project in Path(tempfile.gettempdir()).glob("xprocess-it-*"):
+    for project in Path(tempfile.gettempdir()).glob(f"xprocess-it-{os.getpid()}-*"):
         leaked += ours_still_running(project)
     for proc in leaked:
         proc.kill()

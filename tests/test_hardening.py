@@ -82,7 +82,7 @@ def test_another_account_cannot_lock_or_read_anything():
     import shutil
     import tempfile
 
-    project = Path(tempfile.mkdtemp(prefix="xprocess-it-"))  # pytest's tmp_path is 0700: not reachable
+    project = Path(tempfile.mkdtemp(prefix=f"xprocess-it-{os.getpid()}-"))  # pytest's tmp_path is 0700: not reachable
     project.chmod(0o755)
     try:
         with XProcess(None, project) as xp:

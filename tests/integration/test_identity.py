@@ -57,7 +57,7 @@ def project():
     """The examples plus nginx, in a directory the postgres user can enter."""
     if shutil.which("nginx") is None and not os.environ.get("CI"):
         pytest.skip("nginx is not installed (apt-get install nginx)")
-    base = Path(tempfile.mkdtemp(prefix="xprocess-it-"))
+    base = Path(tempfile.mkdtemp(prefix=f"xprocess-it-{os.getpid()}-"))
     base.chmod(0o755)
     path = base / "project"
     path.mkdir()

@@ -24,7 +24,7 @@ README = Path(__file__).parents[2] / "README.rst"
 @pytest.fixture
 def project():
     """The examples copied to a directory the postgres user can enter (tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="xprocess-it-"))
+    path = Path(tempfile.mkdtemp(prefix=f"xprocess-it-{os.getpid()}-"))
     path.chmod(0o755)
     for name in ("conftest.py", "test_servers.py", "pytest.ini"):
         shutil.copy(EXAMPLES / name, path)
