@@ -1428,13 +1428,18 @@ class XProcess:
         """
         created = []
         try:
-            if not self.rootdir.is_dir():
-                self.rootdir.mkdir(parents=True, exist_ok=True)
             for path in (self.statedir, info.controldir):
+                try:
+                    _check_private_dir(path, info.name)  # ours from an earlier run: the usual case
+                    continue
+                except FileNotFoundError:
+                    pass
+                if path == self.statedir and not self.rootdir.is_dir():
+                    self.rootdir.mkdir(parents=True, exist_ok=True)
                 try:
                     os.mkdir(path, 0o700)
                     created.append(path)
-                except FileExistsError:  # ours from an earlier run, or another session's just now
+                except FileExistsError:  # another session's, made just now
                     _check_private_dir(path, info.name)
             ignore = self.statedir / ".gitignore"
             if not os.path.lexists(ignore):  # whenever .xprocess exists, git ignores it
