@@ -1,6 +1,7 @@
 """Real servers started through xprocess: PostgreSQL, Redis and Python's http.server.
 
-README.rst quotes the PostgreSQL and Redis fixtures from this file, and tests/integration runs it.
+bash examples/run runs it, and tests/integration; README.rst's recipes are complete files of their own
+(tests/test_readme.py runs them).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from conftest import alive, terminate_all
 from xprocess import XProcessInfo
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-README = Path(__file__).parents[2] / "README.rst"
 
 
 @pytest.fixture
@@ -123,21 +122,3 @@ def test_postgres_tree_ends_through_its_runuser_wrapper(project):
     kill = run(project, "--xkill", "postgres")
     assert kill.returncode == 0
     assert not any(alive(p) for p in tree)
-
-
-def readme_blocks() -> list[str]:
-    """The Python code blocks of README.rst that say they come from examples/conftest.py."""
-    text = README.read_text()
-    blocks = []
-    marker = r"\.\. from examples/conftest\.py\n\n\.\. code-block:: python\n\n"
-    for match in re.finditer(marker + r"((?:    .*\n|\n)+)", text):
-        blocks.append(re.sub(r"^    ", "", match.group(1), flags=re.M).strip("\n"))
-    return blocks
-
-
-def test_readme_examples_are_the_ones_these_tests_run():
-    blocks = readme_blocks()
-    assert len(blocks) >= 2  # the PostgreSQL and Redis fixtures
-    source = (EXAMPLES / "conftest.py").read_text()
-    for block in blocks:
-        assert block in source, block

@@ -1,0 +1,296 @@
+"""Every code block of README.rst, run: no snippet there can rot.
+
+How a block is read (``readme_blocks``): a literal block (after ``::``) or a ``.. code-block::``
+whose first line is ``# NAME.py`` (or ``.ini``/``.cfg``/``.toml``) is that file of the project
+of its section (the quick start, each recipe); a block whose first line starts with ``$ `` is a
+shell session: ``$ command`` lines, each followed by the output it shows. Any other block fails
+``test_every_block_is_covered``, as does a command or a project no test here runs.
+
+- ``test_project``: each project's files in a fresh pytester project, run twice (the first run
+  starts its servers, the second reuses the very same processes), then ``--xkill``.
+- ``test_readme_output``: the quick start's shell sessions replayed, each ``pytest`` command's
+  output matched against what the README shows (numbers, paths and column padding as wildcards).
+  It reads the summary and ``--xshow`` formats of issue 21.
+- ``test_install_commands``, ``test_scripts``: the install commands build what they say; the
+  scripts named exist and parse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from xprocess import XProcessInfo
+
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.rst"
+
+FILE_RE = re.compile(r"# ([\w.-]+\.(?:py|ini|cfg|toml))$")
+
+# the projects of the README (section title -> the server program each needs, None: only Python)
+PROJECTS: dict[str, str | None] = {
+    "Quick start": None,
+    "PostgreSQL": "postgres",
+    "Redis": "redis-server",
+    "nginx": "nginx",
+    "memcached": "memcached",
+    "Config files, processes that need others, and crashes": None,
+}
+
+# shell commands of the README outside the projects, and the test that checks each
+INSTALL_COMMANDS = {
+    "pip install .",
+    "pip wheel --no-deps --wheel-dir dist .",
+    "pip install dist/xprocess-0.3.0-py3-none-any.whl",
+    'pip install "git+file://$PWD"',
+}
+SCRIPT_COMMANDS = {"bash examples/run", "bash tests/run", "bash tests/run --all"}
+
+
+@dataclass
+class Block:
+    line: int  # where it starts in README.rst (1-based)
+    section: str  # the innermost section title above it
+    text: str
+
+    @property
+    def filename(self) -> str | None:
+        match = FILE_RE.match(self.text.split("\n", 1)[0])
+        return match.group(1) if match else None
+
+    @property
+    def commands(self) -> list[tuple[str, list[str]]]:
+        """A shell session's commands (``$`` and any comment stripped), each with its output lines."""
+        session: list[tuple[str, list[str]]] = []
+        for line in self.text.splitlines():
+            if line.startswith("$ "):
+                session.append((line[2:].split("  #", 1)[0].strip(), []))
+            elif session:
+                session[-1][1].append(line)
+        return session
+
+
+def readme_blocks(text: str | None = None) -> list[Block]:
+    """The code blocks of README.rst: ``::`` literal blocks and ``.. code-block::`` directives."""
+    lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
+    blocks = []
+    section = ""
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.strip() and nxt and len(nxt) >= len(line.rstrip()) and set(nxt) <= set("-=~^") and len(set(nxt)) == 1:
+            section = line.strip()
+        opens = (line.rstrip().endswith("::") and not line.lstrip().startswith(".. ")) or re.match(
+            r"\s*\.\. code-block::", line
+        )
+        i += 1
+        if not opens:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while i < len(lines) and not lines[i].strip():
+            i += 1
+        start = i
+        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent):
+            i += 1
+        body = textwrap.dedent("\n".join(lines[start:i])).strip("\n")
+        if body:
+            blocks.append(Block(start + 1, section, body))
+    return blocks
+
+
+def project_files(section: str) -> dict[str, str]:
+    files = {b.filename: b.text + "\n" for b in readme_blocks() if b.section == section and b.filename}
+    assert files, f"README.rst has no files under {section!r}"
+    return files  # type: ignore[return-value]
+
+
+def server_missing(program: str | None) -> str | None:
+    """Why a project cannot run here (its server is not installed), or None."""
+    if program is None:
+        return None
+    if program == "postgres":
+        dirs = [os.environ.get("PG_BIN", ""), *map(str, Path("/usr/lib/postgresql").glob("*/bin"))]
+        if any(d and (Path(d) / "postgres").exists() for d in dirs) or shutil.which("postgres"):
+            return None
+        return "PostgreSQL is not installed (apt-get install postgresql, or set PG_BIN)"
+    return None if shutil.which(program) else f"{program} is not installed"
+
+
+def need_server(program: str | None) -> None:
+    """Skip when the project's server is missing, except on CI, where that is a failure."""
+    why = server_missing(program)
+    if why is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI must run every README recipe: .ci/install-servers installs them)")
+    pytest.skip(why)
+
+
+def reachable_by_other_users(path: Path) -> None:
+    """Let a server run as another user (PostgreSQL as root) enter ``path``: add o+x to the
+    directories this test's temporary tree made without it (pytest's are 0700)."""
+    top = Path(tempfile.gettempdir()).resolve()
+    for directory in [path, *path.parents]:
+        if directory == top or top not in directory.parents:
+            break
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod(mode | 0o001)
+
+
+def write_project(pytester: pytest.Pytester, section: str) -> dict[str, str]:
+    files = project_files(section)
+    for name, source in files.items():
+        (pytester.path / name).write_text(source, encoding="utf-8")
+    if os.geteuid() == 0:
+        reachable_by_other_users(pytester.path)
+    return files
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*args, timeout=180)
+
+
+# --- every block is run ---
+
+
+def test_every_block_is_covered():
+    blocks = readme_blocks()
+    assert len(blocks) >= 10, blocks
+    projects = set()
+    for block in blocks:
+        where = f"README.rst line {block.line} ({block.section})"
+        if block.filename:
+            assert block.section in PROJECTS, f"{where}: a file of a project no test runs: add it to PROJECTS"
+            projects.add(block.section)
+        elif block.text.startswith("$ "):
+            for command, _ in block.commands:
+                if command == "pytest" or command.startswith("pytest "):
+                    assert block.section in PROJECTS, f"{where}: {command!r} outside a project"
+                else:
+                    known = INSTALL_COMMANDS | SCRIPT_COMMANDS
+                    assert command in known, f"{where}: no test runs {command!r}: add it to test_readme.py"
+        else:
+            pytest.fail(f"{where}: a block that is neither a file ('# name.py') nor a shell session ('$ ')")
+    assert projects == set(PROJECTS), "a project of PROJECTS is no longer in README.rst"
+    commands = {c for b in blocks if b.text.startswith("$ ") for c, _ in b.commands}
+    assert commands >= INSTALL_COMMANDS | SCRIPT_COMMANDS, "a command checked here left README.rst"
+
+
+def test_blocks_are_found_in_both_forms():
+    text = "Title\n=====\n\nA file::\n\n    # a.py\n    x = 1\n\n"
+    text += ".. code-block:: python\n\n    # b.py\n\n    y = 2\nafter\n"
+    blocks = readme_blocks(text)
+    assert [(b.section, b.filename, b.text.splitlines()[-1]) for b in blocks] == [
+        ("Title", "a.py", "x = 1"),
+        ("Title", "b.py", "y = 2"),
+    ]
+
+
+@pytest.mark.parametrize("section", list(PROJECTS))
+def test_project(pytester_xp: pytest.Pytester, section: str) -> None:
+    """A project as pasted: the first run starts its servers, the second reuses them, --xkill
+    stops them."""
+    need_server(PROJECTS[section])
+    pytester = pytester_xp
+    files = write_project(pytester, section)
+    tests = sum(len(re.findall(r"^def test_", source, re.M)) for source in files.values())
+
+    first = run(pytester)
+    first.assert_outcomes(passed=tests)
+    statedir = pytester.path / ".xprocess"
+    names = sorted(p.name for p in statedir.iterdir() if p.is_dir())
+    assert names, first.stdout.str()
+    for name in names:
+        first.stdout.fnmatch_lines([f"{name}: started in * s"])
+    pids = {name: XProcessInfo(statedir, name).pid for name in names}
+    assert all(XProcessInfo(statedir, name).isrunning() for name in names)
+
+    second = run(pytester)
+    second.assert_outcomes(passed=tests)
+    assert "started in" not in second.stdout.str()
+    assert {name: XProcessInfo(statedir, name).pid for name in names} == pids  # the very same processes
+
+    killed = run(pytester, "--xkill")
+    assert killed.ret == 0, killed.stdout.str()
+    killed.stdout.fnmatch_lines([f"{pids[name]} {name} TERMINATED" for name in names])
+    assert not any(XProcessInfo(statedir, name).isrunning() for name in names)
+
+
+# --- what the README shows is what pytest prints ---
+
+_HEADER = re.compile(r"(platform|rootdir|configfile|plugins|cachedir|cwd): ")
+# numbers, absolute paths, runs of '=' (separator width), column padding
+_VARIABLE = re.compile(r"\d+(?:\.\d+)?|(?<!\S)/\S*|={3,}| {2,}")
+
+
+def output_pattern(line: str) -> str:
+    """An fnmatch pattern for a line of output the README shows."""
+    parts = _VARIABLE.split(line.strip())
+    return ("*" if line[:1].isspace() else "") + "*".join(re.sub(r"([\[\]?*])", r"[\1]", part) for part in parts)
+
+
+def test_output_pattern():
+    from fnmatch import fnmatch
+
+    assert output_pattern("test_http.py .      [100%]") == "test_http.py .*[[]*%[]]"
+    pattern = output_pattern("http  LIVE    27141  53661  12s     -")
+    assert fnmatch("http  LIVE    9  61000  3m05s   -", pattern)
+    assert not fnmatch("http  DEAD    9  61000  3m05s   -", pattern)
+    assert fnmatch("    $ /work/venv/bin/python -m x 1", output_pattern("    $ /usr/bin/python3 -m x 2"))
+
+
+def test_readme_output(pytester_xp: pytest.Pytester) -> None:
+    """The quick start's shell sessions, replayed: each pytest command prints what the README
+    shows. Depends on the summary and --xshow formats of issue 21 (the summary's own section
+    with 'started in', one 'xprocess: reused' line, --xshow's NAME STATUS PID ... table)."""
+    pytester = pytester_xp
+    write_project(pytester, "Quick start")
+    sessions = [b for b in readme_blocks() if b.section == "Quick start" and b.text.startswith("$ pytest")]
+    assert len(sessions) >= 3  # run 1, run 2, --xshow and --xkill
+    for block in sessions:
+        for command, shown in block.commands:
+            result = run(pytester, *command.split()[1:])
+            expected = [output_pattern(line) for line in shown if line.strip() and not _HEADER.match(line)]
+            result.stdout.fnmatch_lines(expected)
+
+
+# --- installing and the scripts ---
+
+
+def test_install_commands(tmp_path: Path) -> None:
+    """``pip wheel`` from the checkout makes the wheel the README installs, and the git URL
+    builds (what ``pip install .`` and ``pip install "git+file://$PWD"`` install)."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    isolation = ["--no-build-isolation"] if _has("setuptools") and _has("wheel") else []
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", *isolation]
+    subprocess.run([*pip, "--wheel-dir", str(tmp_path / "dist"), "."], cwd=ROOT, check=True, timeout=300)
+    wheel = next(c.split()[-1] for c in INSTALL_COMMANDS if c.startswith("pip install dist/"))
+    assert (tmp_path / wheel).exists(), sorted(p.name for p in (tmp_path / "dist").iterdir())
+    subprocess.run([*pip, "--wheel-dir", str(tmp_path / "git"), f"git+file://{ROOT}"], check=True, timeout=300)
+    assert [p.name for p in (tmp_path / "git").iterdir()] == [Path(wheel).name]
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def test_scripts():
+    for command in SCRIPT_COMMANDS:
+        script = ROOT / command.split()[1]
+        assert script.is_file(), command
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    assert "--all" in (ROOT / "tests" / "run").read_text()
