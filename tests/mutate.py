@@ -75,20 +75,20 @@ MUTATIONS = [
     # issue 20: behaviours no test pinned down
     (
         "a session that only reuses a server holds no lease on it",
-        '        self._note_use(info, "reused", launch, offset=size)\n        self._lease(info)\n',
-        '        self._note_use(info, "reused", launch, offset=size)\n',
+        '        self._lease(info, proc.pid, tuple(state["log"]))\n',
+        "",
         "tests/test_leases.py::test_xstop_leaves_running_what_another_session_only_reuses",
     ),
     (
         "a markerless process of another user counts as ours",
-        "    elif _uid(pid) != os.getuid():",
-        "    elif False:",
+        '    return None, f"its state names pid {pid}, which is not ours',
+        '    return proc, ""\n    return None, f"its state names pid {pid}, which is not ours',
         "tests/test_ownership.py::test_a_state_naming_another_users_process_without_a_marker_signals_nobody",
     ),
     (
         "the lease wait of a restart takes the kill grace, not the starter's timeout",
-        "self._unleased(info, launch.timeout)",
-        "self._unleased(info, TERMINATE_TIMEOUT)",
+        "            if time.monotonic() >= deadline:\n                raise XProcessError(\n                    f\"xprocess {name!r} was not restarted",
+        "            if time.monotonic() >= deadline + TERMINATE_TIMEOUT:\n                raise XProcessError(\n                    f\"xprocess {name!r} was not restarted",
         "tests/test_leases.py::test_a_restart_waits_for_the_lease_within_the_starters_timeout",
     ),
     (
@@ -141,11 +141,121 @@ MUTATIONS = [
     ),
     (
         "--xshow calls a zombie LIVE",
-        "    running = proc is not None and not proc.zombie\n    line = ",
-        "    running = proc is not None\n    line = ",
+        "        running = proc is not None and not proc.zombie\n        uptime",
+        "        running = proc is not None\n        uptime",
         "tests/test_ensure.py::test_xshow_does_not_call_a_zombie_live",
     ),
+    # issues 18 and 19: identity and hardening
+    (
+        "a same-user process with the recorded start is ours without proof",
+        '    return None, f"its state names pid {pid}, which is not ours',
+        '    return proc, ""\n    return None, f"its state names pid {pid}, which is not ours',
+        "tests/test_ownership.py::test_a_state_naming_init_pytest_its_shell_or_anyone_signals_nobody[stranger]",
+    ),
+    (
+        "a thread id is taken for a process",
+        " or pid in _exempt() or not _leads(pid):",
+        " or pid in _exempt():",
+        "tests/test_ownership.py::test_a_state_naming_init_pytest_its_shell_or_anyone_signals_nobody[thread-of-self]",
+    ),
+    (
+        "a copy adopts the original's server (the log not tied to this project)",
+        '        return None, "its state was recorded by another project directory',
+        '        return proc, ""\n        return None, "its state was recorded by another project directory',
+        "tests/test_ownership.py::test_a_copied_project_starts_its_own_server_and_leaves_the_original_alone",
+    ),
+    (
+        "the sweep does not look at the log a process writes to",
+        "            owner = next((dirs[d] for d in _output_dirs(pid) if d in dirs), None)",
+        "            owner = None",
+        "tests/test_ensure.py::test_what_a_lost_state_left_is_found_by_its_log_and_stopped",
+    ),
+    (
+        "what a lost state left is stopped only after the starter ran",
+        "                    stopped = self._stop_for_start(info, state)\n                if isinstance(stopped, float):",
+        "                    pass\n                if isinstance(stopped, float):",
+        "tests/test_ensure.py::test_what_a_lost_state_left_is_stopped_before_the_starter_runs",
+    ),
+    (
+        "the lease of a process found by its log only (its control directory deleted) is not looked at",
+        "            if ident == recorded or _log_dir(path) == info._where:",
+        "            if ident == recorded:",
+        "tests/test_leases.py::test_a_server_in_use_survives_its_control_directory_being_deleted",
+    ),
+    (
+        "a restart that gives up drops this session's lease",
+        "                if _flock(own, shared=True):\n                    self._leases[info.name] = own",
+        "                if False:\n                    self._leases[info.name] = own",
+        "tests/test_leases.py::test_a_restart_that_gives_up_keeps_this_sessions_lease",
+    ),
+    (
+        "the start gets a whole timeout of its own after the lock wait",
+        "self._start(info, launch, persist_logs, why, deadline + stopped, stop=stopped)",
+        "self._start(info, launch, persist_logs, why, time.monotonic() + launch.timeout, stop=stopped)",
+        "tests/test_hardening.py::test_the_lock_wait_and_the_start_share_one_deadline",
+    ),
+    (
+        "directories made with the umask's mode",
+        "                    os.mkdir(path, 0o700)",
+        "                    os.mkdir(path)",
+        "tests/test_hardening.py::test_dirs_are_0700_and_files_0600_whatever_the_umask",
+    ),
+    (
+        "a directory others may write to is used",
+        "    elif st.st_mode & 0o022:",
+        "    elif False:",
+        "tests/test_hardening.py::test_a_directory_others_may_write_to_is_refused",
+    ),
+    (
+        "a directory of another account is used",
+        "    elif st.st_uid != os.geteuid():",
+        "    elif False:",
+        "tests/test_hardening.py::test_a_directory_of_another_account_is_refused_saying_whose",
+    ),
+    (
+        "a FIFO as the lock is used",
+        "        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():\n            os.close(fd)\n            raise OSError(errno.EPERM",
+        "        if False:\n            os.close(fd)\n            raise OSError(errno.EPERM",
+        "tests/test_hardening.py::test_a_fifo_in_the_control_directory_never_hangs_a_start",
+    ),
+    (
+        "a function in popen_kwargs fingerprinted by its repr (an address)",
+        '    if callable(value) and hasattr(value, "__qualname__"):',
+        "    if False:",
+        "tests/test_hardening.py::test_a_function_in_popen_kwargs_does_not_restart_every_run",
+    ),
+    (
+        "a missing .gitignore is not written again",
+        "            if not os.path.lexists(ignore):",
+        "            if False:",
+        "tests/test_hardening.py::test_a_removed_gitignore_comes_back",
+    ),
+    (
+        "a nested wait leaves its pidfd registered",
+        "            if self._pidfd is not None:\n                self._poll.unregister(self._pidfd)\n                os.close(self._pidfd)\n            self._watch, self._pidfd = outer",
+        "            self._watch, self._pidfd = outer",
+        "tests/test_hardening.py::test_a_nested_ensure_leaves_the_outer_wait_and_later_waits_evented",
+    ),
+    (
+        "a holder's command line printed raw",
+        "{_escape(cmdline.decode('utf-8', 'replace'))[:120]}",
+        "{cmdline.decode('utf-8', 'replace')[:120]}",
+        "tests/test_leases.py::test_a_holders_command_line_reaches_the_terminal_escaped",
+    ),
+    (
+        "a stopped (SIGSTOP) process reused",
+        "        if proc.stopped:\n            return",
+        "        if False:\n            return",
+        "tests/test_ensure.py::test_a_stopped_process_is_never_reused_and_is_stopped_for_good",
+    ),
+    (
+        "a stopped process not continued after its SIGTERM",
+        "                    if sig == signal.SIGTERM and proc.stopped:",
+        "                    if False:",
+        "tests/test_ensure.py::test_a_stopped_process_is_never_reused_and_is_stopped_for_good",
+    ),
 ]
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
                 "spec.loader.exec_module(module)\n"
                 "import pytest\n"
-                f"sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q', '--timeout=120', *{test.split()!r}]))\n"
+                f"sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q', '--timeout=60', *{test.split()!r}]))\n"
             )
             # the Pythons the test starts (pytest in a pytester project, a pid namespace's script)
             # run outside ROOT: with the copy first on their path, they import it too

@@ -790,3 +790,43 @@ def test_a_stopped_process_is_never_reused_and_is_stopped_for_good(xp):
     assert not alive(first)
     popen = next(p for p in xp._children if p.pid == first)
     assert popen.wait(timeout=5) == 0  # its SIGTERM handler ran: continued, not SIGKILLed after the grace
+
+
+ENV_WIPED = (
+    "import os, sys; os.execve(sys.executable, [sys.executable, '-c', "
+    "\"import time; print('ready', flush=True); time.sleep(600)\"], {})"
+)  # a server that wipes its environment (as title-rewriting servers hide it): no marker to read
+
+
+def test_what_a_lost_state_left_is_found_by_its_log_and_stopped(xp):
+    """Issue 18: .xprocess deleted while a server without a readable marker runs: the next
+    ensure() finds it by the log file it still writes to (its path now "... (deleted)") and
+    stops it, so one server runs afterwards."""
+    old = xp.ensure("srv", starter(ENV_WIPED))[0]
+    assert xprocess._marker_of(old) == ""  # nothing but the log proves it
+    shutil.rmtree(xp.statedir)
+    new = xp.ensure("srv", starter(ENV_WIPED))[0]
+    assert new != old
+    assert not alive(old)
+
+
+def test_what_a_lost_state_left_is_stopped_before_the_starter_runs(xp, tmp_path, monkeypatch):
+    """Issue 18: the starter of a new start may rebuild what the old server still uses (initdb
+    into a deleted data directory): the old server is gone before the starter is read."""
+    seen = tmp_path / "seen"
+
+    class Server(ProcessStarter):
+        pattern = "ready"
+
+        @property
+        def args(self):
+            old = os.environ.get("OLD_PID")
+            if old:
+                seen.write_text("alive" if alive(int(old)) else "gone")
+            return py(ENV_WIPED)
+
+    old = xp.ensure("srv", Server)[0]
+    shutil.rmtree(xp.statedir)
+    monkeypatch.setenv("OLD_PID", str(old))
+    xp.ensure("srv", Server)
+    assert seen.read_text() == "gone"
