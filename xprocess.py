@@ -913,20 +913,24 @@ def _find_ours(targets: _Targets, tree: bool) -> dict[str, list[_Proc]]:
     roots = {}
     keys: dict[str, str] = {}
     floor = float("inf")  # no process carrying a marker of these names started before this one
+    trusted = []  # the states that may narrow the search: proven, or naming a pid no process has now
     for name, (info, state) in targets.items():
-        root = _owned(state, info)[0]
+        root, why = _owned(state, info)
         if root is not None:
             found[name][root.pid] = root
             roots[root.pid] = name
             if state:  # a renamed project: its processes carry the old key (only a proven state says so)
                 keys.setdefault(state["token"][:17], name)
+        if root is None and why != "it had stopped":
+            state = None  # forged, copied, or its pid recycled: nothing in it says where ours are
+        trusted.append(state)
         floor = min(floor, _since(state))
     if tree:
         exempt = _exempt()
         keys.update({info._key: name for name, (info, _) in targets.items()})
         dirs = {info._where: name for name, (info, _) in targets.items()}
         me = os.geteuid()
-        candidates = [pid for pid in _newer_pids([state for _, state in targets.values()]) if pid not in exempt]
+        candidates = [pid for pid in _newer_pids(trusted) if pid not in exempt]
 
         def evidence(pid: int) -> str | None:
             """The name whose log ``pid`` writes to, or whose marker it shows, if any."""

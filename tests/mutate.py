@@ -156,7 +156,7 @@ MUTATIONS = [
         "a thread id is taken for a process",
         " or pid in _exempt() or not _leads(pid):",
         " or pid in _exempt():",
-        "tests/test_ownership.py::test_a_state_naming_init_pytest_its_shell_or_anyone_signals_nobody[thread-of-self]",
+        "tests/test_ownership.py::test_a_thread_of_our_own_server_is_not_taken_for_a_process",
     ),
     (
         "a copy adopts the original's server (the log not tied to this project)",

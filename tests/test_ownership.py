@@ -506,3 +506,23 @@ def test_terminate_after_a_pid_wrap_around_finds_the_children(tmp_path):
     assert all(kid < result["pid"] for kid in result["kids"]), result  # type: ignore[attr-defined,operator]
     assert result["result"] == 1
     assert result["running"] == [], result
+
+
+def test_a_thread_of_our_own_server_is_not_taken_for_a_process(xp):
+    """Issue 18, case 3: a thread id resolves in /proc like a pid and shares the server's files
+    (its stdout is our log): a state naming it is still not running, and it is not signalled as
+    if it were a process (a signal to a thread id reaches its whole process)."""
+    code = (
+        "import threading, time; t = threading.Thread(target=time.sleep, args=(600,), daemon=True); t.start(); "
+        "print('tid', t.native_id, flush=True); print('ready', flush=True); time.sleep(600)"
+    )
+    pid = xp.ensure("srv", starter(code))[0]
+    info = xp.getinfo("srv")
+    tid = int(info.logpath.read_text().split()[1])
+    assert tid != pid and xprocess._proc(tid) is not None
+    lines = info.statepath.read_text().splitlines()
+    record = json.loads(lines[0])
+    record.update(pid=tid, start=xprocess._proc(tid).start)  # type: ignore[union-attr]
+    info.statepath.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    assert not info.isrunning()
+    assert alive(pid)

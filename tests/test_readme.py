@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import terminate_all
 
 from xprocess import XProcessInfo
 
@@ -148,11 +149,11 @@ def reachable_by_other_users(path: Path) -> None:
             directory.chmod(mode | 0o001)
 
 
-def write_project(pytester: pytest.Pytester, section: str) -> dict[str, str]:
+def write_project(pytester: pytest.Pytester, section: str, where: Path | None = None) -> dict[str, str]:
     files = project_files(section)
     for name, source in files.items():
-        (pytester.path / name).write_text(source, encoding="utf-8")
-    if os.geteuid() == 0:
+        ((where or pytester.path) / name).write_text(source, encoding="utf-8")
+    if os.geteuid() == 0 and where is None:
         reachable_by_other_users(pytester.path)
     return files
 
@@ -198,17 +199,33 @@ def test_blocks_are_found_in_both_forms():
 
 
 @pytest.mark.parametrize("section", list(PROJECTS))
-def test_project(pytester_xp: pytest.Pytester, section: str) -> None:
+def test_project(
+    pytester_xp: pytest.Pytester, section: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """A project as pasted: the first run starts its servers, the second reuses them, --xkill
     stops them."""
     need_server(PROJECTS[section])
     pytester = pytester_xp
-    files = write_project(pytester, section)
+    project = pytester.path
+    if os.geteuid() == 0 and PROJECTS[section] == "postgres":
+        # PostgreSQL runs as the postgres user, which must enter the project: outside pytest's
+        # temporary tree, whose top directory every pytest starting meanwhile makes 0700 again
+        project = Path(tempfile.mkdtemp(prefix=f"xprocess-it-{os.getpid()}-"))
+        project.chmod(0o755)
+        (project / "pytest.ini").write_text("[pytest]\n")
+        monkeypatch.chdir(project)  # where pytester's runs start
+
+        def remove() -> None:
+            terminate_all(project / ".xprocess")
+            shutil.rmtree(project, ignore_errors=True)
+
+        request.addfinalizer(remove)
+    files = write_project(pytester, section, None if project == pytester.path else project)
     tests = sum(len(re.findall(r"^def test_", source, re.M)) for source in files.values())
 
     first = run(pytester)
     first.assert_outcomes(passed=tests)
-    statedir = pytester.path / ".xprocess"
+    statedir = project / ".xprocess"
     names = sorted(p.name for p in statedir.iterdir() if p.is_dir())
     assert names, first.stdout.str()
     for name in names:
