@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import textwrap
@@ -55,12 +56,15 @@ class Starter(ProcessStarter):
 """
 
 
-def terminate_all(statedir: Path) -> None:
-    """Terminate every process recorded under ``statedir`` (a test's finalizer)."""
+def terminate_all(statedir: Path, names: Sequence[str] = ()) -> None:
+    """Terminate every process recorded under ``statedir`` (a test's finalizer), and what runs
+    under ``names`` with its state lost (found by its log or marker, as the next start would)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some tests leave garbage state on purpose
         xp = XProcess(None, statedir.parent)
         xprocess._terminate({i.name: (i, i._state()) for i in xp._infos([])}, 2.0)
+        if names:
+            xprocess._terminate({n: (xp.getinfo(n), None) for n in names}, 2.0)
 
 
 @pytest.fixture
@@ -94,16 +98,38 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
+def writes_under(pid: int, root: Path) -> bool:
+    """Whether ``pid``'s stdout is a file under ``root`` (removed or not): a log of the plugin's."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1").startswith(str(root.resolve()) + os.sep)
+    except OSError:
+        return False
+
+
 def ours_still_running(root: Path) -> list[psutil.Process]:
-    """Processes started by the plugin (marked in their environment) whose cwd is under ``root``."""
+    """Processes started by the plugin (marked in their environment, or writing to a log under
+    ``root``: servers that wipe their environment) whose cwd is under ``root``."""
     leaked = []
     for proc in psutil.process_iter():
         try:
-            if xprocess.MARKER_ENV in proc.environ() and Path(proc.cwd()).is_relative_to(root):
-                leaked.append(proc)
+            if proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE:
+                cwd = proc.cwd().removesuffix(" (deleted)")
+                if Path(cwd).is_relative_to(root) and (
+                    xprocess.MARKER_ENV in proc.environ() or writes_under(proc.pid, root)
+                ):
+                    leaked.append(proc)
         except (psutil.Error, OSError, AttributeError):
             continue
     return leaked
+
+
+def kill_writing_under(root: Path) -> None:
+    """Kill what writes to a log under ``root``: the cleanup of tests that may find the plugin
+    broken on purpose (tests/mutate.py), where the plugin cannot be asked to stop it."""
+    for proc in psutil.process_iter():
+        if proc.pid != os.getpid() and writes_under(proc.pid, root):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 @pytest.fixture(scope="session", autouse=True)

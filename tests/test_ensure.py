@@ -15,7 +15,17 @@ import tracemalloc
 
 import psutil
 import pytest
-from conftest import SLEEPER, alive, conftest_source, ours_still_running, py, starter, terminate_all, wait_for
+from conftest import (
+    SLEEPER,
+    alive,
+    conftest_source,
+    kill_writing_under,
+    ours_still_running,
+    py,
+    starter,
+    terminate_all,
+    wait_for,
+)
 
 import xprocess
 from xprocess import ProcessExitedError, ProcessStarter, StartupTimeoutError, XProcess, XProcessError
@@ -801,7 +811,14 @@ ENV_WIPED = (
 )  # a server that wipes its environment (as title-rewriting servers hide it): no marker to read
 
 
-def test_what_a_lost_state_left_is_found_by_its_log_and_stopped(xp):
+@pytest.fixture
+def lost(xp):
+    """What the tests of a lost state leave behind when the plugin fails them (under a mutation)."""
+    yield
+    kill_writing_under(xp.statedir)
+
+
+def test_what_a_lost_state_left_is_found_by_its_log_and_stopped(xp, lost):
     """Issue 18: .xprocess deleted while a server without a readable marker runs: the next
     ensure() finds it by the log file it still writes to (its path now "... (deleted)") and
     stops it, so one server runs afterwards."""
@@ -813,7 +830,7 @@ def test_what_a_lost_state_left_is_found_by_its_log_and_stopped(xp):
     assert not alive(old)
 
 
-def test_what_a_lost_state_left_is_stopped_before_the_starter_runs(xp, tmp_path, monkeypatch):
+def test_what_a_lost_state_left_is_stopped_before_the_starter_runs(xp, lost, tmp_path, monkeypatch):
     """Issue 18: the starter of a new start may rebuild what the old server still uses (initdb
     into a deleted data directory): the old server is gone before the starter is read."""
     seen = tmp_path / "seen"

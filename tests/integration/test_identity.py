@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import alive, terminate_all
+from conftest import alive, kill_writing_under, terminate_all
 from test_servers import EXAMPLES, run
 
 import xprocess
@@ -69,7 +69,8 @@ def project():
     (path / "test_nginx.py").write_text(TEST_NGINX)
     yield path
     for project in base.iterdir():  # the project, under whatever name a test gave it
-        terminate_all(project / ".xprocess")
+        terminate_all(project / ".xprocess", NAMES)  # what a wiped state left too
+        kill_writing_under(project)  # and, should the plugin be broken on purpose, anything left
     shutil.rmtree(base, ignore_errors=True)
 
 
