@@ -254,6 +254,49 @@ MUTATIONS = [
         "                    if False:",
         "tests/test_ensure.py::test_a_stopped_process_is_never_reused_and_is_stopped_for_good",
     ),
+    # the rest of the module's decisions
+    (
+        "a name starting with '.' escapes the check (.., .hidden)",
+        'raw[:1] in (b".", b"-")',
+        'raw[:1] in (b"-",)',
+        "tests/test_ensure.py::test_bad_names",
+    ),
+    (
+        "a state writable by others is trusted",
+        "elif st.st_uid != os.geteuid() or st.st_mode & 0o022:",
+        "elif st.st_uid != os.geteuid():",
+        "tests/test_ownership.py::test_a_state_written_by_another_user_is_not_trusted",
+    ),
+    (
+        "a required process that is not running is taken as running",
+        "        state = info._state() if info.isrunning() else None",
+        "        state = info._state()",
+        "tests/test_features.py::test_a_required_process_that_is_not_running_is_an_error",
+    ),
+    (
+        "no hint for a server that went into the background",
+        "    if exitcode == 0:\n        hints.append(",
+        "    if False:\n        hints.append(",
+        "tests/test_output.py::test_exit_code_0_before_ready_hints_at_a_daemon",
+    ),
+    (
+        "--xforget removes the records of a running process",
+        "            if alive:\n                pids = ",
+        "            if False:\n                pids = ",
+        "tests/test_output.py::test_xforget_removes_dead_records_only",
+    ),
+    (
+        "a crash is not noticed (the watch's poll ignored)",
+        "        gone = [self._names[fd] for fd, _ in self._poll.poll(0)]",
+        "        gone = []",
+        "tests/test_features.py::test_a_segfault_is_reported_on_the_test_during_which_it_happened",
+    ),
+    (
+        "a failed start reads like a started one in the summary",
+        '        return f"FAILED to start: {why}"',
+        '        return "started"',
+        "tests/test_output.py::test_a_start_failing_says_why",
+    ),
 ]
 
 
