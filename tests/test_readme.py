@@ -13,10 +13,13 @@ shell session: ``$ command`` lines, each followed by the output it shows. Any ot
   It reads the summary and ``--xshow`` formats of issue 21.
 - ``test_install_commands``, ``test_scripts``: the install commands build what they say; the
   scripts named exist and parse.
+- ``test_troubleshooting_messages_are_the_codes``: every message the Troubleshooting section
+  quotes is made of text in xprocess.py's string literals (placeholders as wildcards).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -311,3 +314,187 @@ def test_scripts():
         assert script.is_file(), command
         subprocess.run(["bash", "-n", str(script)], check=True)
     assert "--all" in (ROOT / "tests" / "run").read_text()
+
+
+# --- the messages Troubleshooting quotes are the code's ---
+
+MODULE = ROOT / "xprocess.py"
+
+# What stands for a value the code interpolates, in the quotes of the Troubleshooting section.
+# ``PATH`` is not one: it is literal there (``executable 'X' not found on PATH``).
+PLACEHOLDERS = [
+    r"'(?:NAME|OTHER|X|x)'",  # a repr: the name, another process's name, a value given
+    r"\bNAME\b",
+    r"\bN\b",  # a number
+    r"stdout, \.\.\.",  # popen_kwargs' keys the plugin owns, the first as an example
+    r"\.\.\.(?:/[\w.]+)*",  # anything, or a path ending in the names shown (.../NAME, .../lock)
+    r"<reason>",
+    r"<test>",
+]
+_PLACEHOLDER = re.compile("|".join(f"(?:{p})" for p in PLACEHOLDERS))
+
+# quoted under Troubleshooting, but the words of another program
+FOREIGN = {"fixture 'xprocess' not found": "pytest's error for a fixture no plugin provides"}
+
+_NAME = re.compile(r"[\w.]+\(\)|--[\w-]+")  # ``ensure()``, ``--xstop`` in the prose: names, not messages
+_WARNING = re.compile(r"(\w+): ")  # how pytest shows a warning: "XProcessWarning: <message>"
+_HOLE = "\0"  # where a value is interpolated into a literal
+_START, _END = "\1", "\2"  # the ends of each literal
+
+
+def section_lines(title: str, text: str | None = None) -> list[str]:
+    """The lines of README.rst's section ``title``, up to the next title of its level or above."""
+    lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
+    levels: list[str] = []  # underline characters in the order they first appear: rst's levels
+    start = level = None
+    for i, (line, nxt) in enumerate(zip(lines, [*lines[1:], ""])):
+        if not (line.strip() and nxt and len(nxt) >= len(line.rstrip()) and len(set(nxt)) == 1 and nxt[0] in "-=~^"):
+            continue
+        if nxt[0] not in levels:
+            levels.append(nxt[0])
+        if start is not None and levels.index(nxt[0]) <= level:
+            return lines[start:i]
+        if start is None and line.strip() == title:
+            start, level = i + 2, levels.index(nxt[0])
+    assert start is not None, f"README.rst has no section {title!r}"
+    return lines[start:]
+
+
+def troubleshooting_quotes(text: str | None = None) -> list[str]:
+    """The messages Troubleshooting quotes: the ````...```` of its unindented text (the terms of
+    its definition list, ````A```` / ````B```` for several, and the paragraph on the summary's
+    lines), but names (``ensure()``, ``--xstop``); the indented definitions quote advice."""
+    paragraphs = [""]
+    for line in section_lines("Troubleshooting", text):
+        if line[:1].strip():
+            paragraphs[-1] += " " + line
+        elif paragraphs[-1]:
+            paragraphs.append("")
+    return [q for p in paragraphs for q in re.findall(r"``(.+?)``", p) if not _NAME.fullmatch(q)]
+
+
+def fragments(quote: str) -> list[str]:
+    """The literal text of ``quote`` between its placeholders, each piece stripped."""
+    return [f.strip() for f in _PLACEHOLDER.split(quote) if f.strip()]
+
+
+def literal_texts(source: str) -> tuple[str, set[str]]:
+    """The string literals of ``source`` but its docstrings (where messages are written), joined
+    into one text: each literal between ``_START`` and ``_END``, what an f-string (or a ``%``
+    or ``{}`` format) interpolates as ``_HOLE``, but a module constant's value (``{STOP_ENV}``),
+    which is text of the message. Also the names of the classes it defines."""
+    tree = ast.parse(source)
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            skip.add(id(node.value))  # a docstring (or a bare string): says, does not emit
+        elif isinstance(node, ast.JoinedStr):
+            skip.update(id(v) for v in node.values)  # read with their f-string
+
+    def part(value: ast.expr) -> str:
+        if isinstance(value, ast.Constant):
+            return str(value.value)
+        if (
+            isinstance(value, ast.FormattedValue)
+            and isinstance(value.value, ast.Name)
+            and value.value.id in constants
+            and value.format_spec is None
+        ):
+            constant = constants[value.value.id]
+            return repr(constant) if value.conversion == ord("r") else constant
+        return _HOLE
+
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            texts.append("".join(map(part, node.values)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            texts.append(re.sub(r"%[-#0 +]*\d*(?:\.\d+)?[rsdifg]|\{[^{}]*\}", _HOLE, node.value))
+    classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    return "".join(_START + t + _END for t in texts), classes
+
+
+def occurs(fragment: str, text: str) -> bool:
+    """Whether ``fragment`` is in one literal of ``text``, or in two joined where one is
+    interpolated into the other: up to a hole of one, then from the start of the other (the
+    command line's ``f"xprocess: {exc}"`` and the error's own words), or the other way round."""
+    if fragment in text:
+        return True
+    for i in range(1, len(fragment)):
+        head, tail = re.escape(fragment[:i].rstrip()), re.escape(fragment[i:].lstrip())
+        if not head or not tail:
+            continue
+        into = re.search(head + r"\s*" + _HOLE, text) and re.search(_START + r"\s*" + tail, text)
+        if into or (re.search(head + r"\s*" + _END, text) and re.search(_HOLE + r"\s*" + tail, text)):
+            return True
+    return False
+
+
+def missing(quote: str, text: str, classes: set[str]) -> list[str]:
+    """The fragments of ``quote`` that xprocess.py's literals ``text`` do not hold."""
+    shown = _WARNING.match(quote)
+    if shown and shown.group(1) in classes:
+        quote = quote[shown.end() :]  # the category pytest prints before a warning's message
+    return [f for f in fragments(quote) if not occurs(f, text)]
+
+
+def test_troubleshooting_quotes_are_read():
+    text = "Intro\n=====\n\nTroubleshooting\n---------------\n\n"
+    text += "``xprocess 'NAME' failed N times`` / ``.../NAME is odd: ...``\n    Advice ``not me``.\n"
+    text += "In the summary: ``DIED during <test>`` (``ensure()`` restarts it), ``left running\n"
+    text += "(in use)`` what ``--xstop`` left.\n\nNext\n----\n\n``no``\n"
+    quotes = troubleshooting_quotes(text)
+    assert quotes == [
+        "xprocess 'NAME' failed N times",
+        ".../NAME is odd: ...",
+        "DIED during <test>",
+        "left running (in use)",  # a quote over two lines
+    ]
+    assert [fragments(q) for q in quotes[:3]] == [["xprocess", "failed", "times"], ["is odd:"], ["DIED during"]]
+    assert fragments("... executable 'X' not found on PATH") == ["executable", "not found on PATH"]
+
+
+def test_fragments_are_found_as_the_code_writes_them():
+    source = textwrap.dedent(
+        """
+        STOP = "XSTOP"
+        class BadWarning(Warning):
+            "A docstring: is not a message."
+        def f(name, why, path):
+            print(f"xprocess {name!r} was "
+                  f"{why} at {path} (held)", f"{STOP}={why!r}: use 1")
+            print("xprocess: %s" % why, f"in use ({why})", f"pid {why}: x", "no process as {} here".format(why))
+        """
+    )
+    text, classes = literal_texts(source)
+    assert not missing("xprocess 'NAME' was ... at .../lock (held)", text, classes)  # one literal in two lines
+    assert not missing("XSTOP='x': use 1", text, classes)  # a constant's value
+    assert not missing("xprocess: no process as 'X' here", text, classes)  # a message in another's hole
+    assert not missing("in use (pid N: x)", text, classes)
+    assert not missing("BadWarning: xprocess 'NAME' was", text, classes)
+    assert missing("is not a message", text, classes) == ["is not a message"]
+    assert missing("xprocess 'NAME' was held", text, classes) == ["was held"]
+    assert missing("Other: xprocess", text, classes) == ["Other: xprocess"]  # not a class of its own
+
+
+def test_troubleshooting_messages_are_the_codes():
+    """Each message Troubleshooting quotes is one xprocess.py can give: the literal text between
+    the placeholders (``PLACEHOLDERS``) is in its string literals, whichever function holds them."""
+    text, classes = literal_texts(MODULE.read_text(encoding="utf-8"))
+    quotes = troubleshooting_quotes()
+    assert len(quotes) >= 20, quotes
+    assert set(FOREIGN) <= set(quotes), "a message of FOREIGN left README.rst"
+    wrong = []
+    for quote in quotes:
+        if quote not in FOREIGN:
+            absent = missing(quote, text, classes)
+            if absent:
+                wrong.append(f"``{quote}``: xprocess.py does not have {' nor '.join(map(repr, absent))}")
+    assert not wrong, "README.rst's Troubleshooting quotes messages xprocess.py does not give:\n" + "\n".join(wrong)
