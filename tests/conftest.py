@@ -57,14 +57,23 @@ class Starter(ProcessStarter):
 
 
 def terminate_all(statedir: Path, names: Sequence[str] = ()) -> None:
-    """Terminate every process recorded under ``statedir`` (a test's finalizer), and what runs
-    under ``names`` with its state lost (found by its log or marker, as the next start would)."""
+    """Terminate, through the public API, what runs under each name with a directory in
+    ``statedir`` (a test's finalizer) and under each of ``names``, whose state may be lost:
+    ``XProcessInfo.terminate()`` finds it by its log or marker then, as the next start would.
+    One name after another, each given 2 s before SIGKILL; entries that are no directory, or
+    whose name ``getinfo`` refuses, are skipped."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some tests leave garbage state on purpose
         xp = XProcess(None, statedir.parent)
-        xprocess._terminate({i.name: (i, i._state()) for i in xp._infos([])}, 2.0)
-        if names:
-            xprocess._terminate({n: (xp.getinfo(n), None) for n in names}, 2.0)
+        found = []
+        with contextlib.suppress(OSError):  # no state directory: nothing recorded
+            found = sorted(e.name for e in os.scandir(statedir) if e.is_dir(follow_symlinks=False))
+        for name in dict.fromkeys([*found, *names]):
+            try:
+                info = xp.getinfo(name)
+            except ValueError:  # no name xprocess takes (a directory a test planted)
+                continue
+            info.terminate(timeout=2.0)
 
 
 @pytest.fixture
