@@ -184,10 +184,10 @@ def test_messages_and_xshow_quote_arguments(xp):
     with pytest.raises(XProcessError) as excinfo:
         xp.ensure("quoted", starter("", args=args))
     assert "-c 'import sys; print('\"'\"'boom'\"'\"'); sys.exit(3)' '' 'two words'" in str(excinfo.value)
-    from xprocess import _show_table
+    from xprocess import _show
 
     xp.ensure("quoted", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "", "two words"]))
-    assert "    $ sh -c 'echo ready; exec sleep 600' '' 'two words'" in _show_table([xp.getinfo("quoted")])
+    assert "    $ sh -c 'echo ready; exec sleep 600' '' 'two words'" in _show([xp.getinfo("quoted")])
 
 
 def test_paths_are_pathlib_and_rootdir_is_the_project(pytester_xp):

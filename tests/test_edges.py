@@ -91,7 +91,7 @@ def test_a_reader_past_its_deadline_stops_after_one_chunk(tmp_path):
     """A log written faster than it is read must not hold the wait past the timeout."""
     log = tmp_path / "log"
     log.write_bytes(b"chatter\n" * (4 * 2**20 // 8))  # 4 MiB: 16 chunks
-    reader = xprocess._LogReader(log, deadline=0.0)  # the deadline has passed
+    reader = xprocess._LogLines(log, deadline=0.0)  # the deadline has passed
     try:
         lines = sum(1 for _ in reader.lines())
     finally:
@@ -189,7 +189,7 @@ def test_lone_cr_after_an_overlong_line_ends_it(tmp_path):
     log = tmp_path / "log"
     with open(log, "wb") as f:
         f.write(b"x" * (2 * 2**20) + b"\r")
-    reader = xprocess._LogReader(log)
+    reader = xprocess._LogLines(log)
     try:
         assert [len(line) for line, _ in reader.lines()] == []  # "\r" may be half of "\r\n": wait
         with open(log, "ab") as f:

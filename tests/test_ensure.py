@@ -150,7 +150,7 @@ def test_keyboard_interrupt_during_wait_terminates_the_half_started_tree(xp):
     info = xp.getinfo("ctrlc")
     assert not alive(info.pid)
     assert len(tree) == 1 and not alive(tree[0].pid)  # the grandchild too
-    assert not info._tree()
+    assert info.terminate() == 0  # nothing of it was left to terminate
 
 
 EVENTS = pytest.mark.skipif(
@@ -177,7 +177,7 @@ def test_the_wait_sleeps_on_events_not_on_a_timer(xp):
 def test_waker_is_woken_by_a_write_and_by_an_exit(tmp_path):
     log = tmp_path / "log"
     log.write_bytes(b"")
-    waker = xprocess._Waker()
+    waker = xprocess._Wakeups()
     try:
         with waker.watching(log):
             assert waker._poll.poll(0) == []
@@ -186,7 +186,7 @@ def test_waker_is_woken_by_a_write_and_by_an_exit(tmp_path):
             assert [fd for fd, _ in waker._poll.poll(0)] == [waker._inotify]
             waker.wait(0)  # drains
             child = subprocess.Popen(["true"])
-            waker.watch_exit(child.pid)
+            waker.wake_on_exit(child.pid)
             child.wait()
             assert [fd for fd, _ in waker._poll.poll(0)] == [waker._pidfd]
     finally:
@@ -199,7 +199,7 @@ def test_waker_is_woken_by_a_write_and_by_an_exit(tmp_path):
 def test_half_line_is_not_a_line_until_its_end_comes(tmp_path):
     log = tmp_path / "log"
     log.write_bytes(b"first\nxx")
-    reader = xprocess._LogReader(log)
+    reader = xprocess._LogLines(log)
     try:
         assert list(reader.lines()) == [("first\n", 6)]  # "xx" may go on: it is held back
         assert reader.partial() == ("xx", 8)  # what the wait matches once output has paused
@@ -332,7 +332,7 @@ def test_recycled_pid_is_neither_reused_nor_signalled(xp, tmp_path):
         Starter = starter(SLEEPER)
         xp.ensure("rec", Starter)
         state_path = xp.statedir / "rec" / "state.jsonl"
-        state = xp.getinfo("rec")._state()
+        state = xp.getinfo("rec")._state().to_json()
         xp.getinfo("rec").terminate()
         # the record now points at an unrelated process with the same pid
         state.update(pid=stranger.pid)  # its start time is the recorded one's, not the stranger's
@@ -544,7 +544,7 @@ def test_many_waiting_sessions_start_once(tmp_path):
 def test_state_deleted_while_running_starts_fresh_and_ends_the_orphan(xp, deleted):
     first = xp.ensure("lost", starter(SLEEPER))[0]
     shutil.rmtree(xp.statedir if deleted == "state dir" else xp.statedir / "lost")
-    assert xp._infos([]) == []  # listing what is left does not crash, and finds nothing
+    assert xprocess._recorded_infos(xp, []) == []  # listing what is left does not crash, and finds nothing
     second = xp.ensure("lost", starter(SLEEPER))[0]
     assert second != first
     assert wait_for(lambda: not alive(first))
@@ -831,7 +831,7 @@ def test_what_a_lost_state_left_is_found_by_its_log_and_stopped(xp, lost):
     ensure() finds it by the log file it still writes to (its path now "... (deleted)") and
     stops it, so one server runs afterwards."""
     old = xp.ensure("srv", starter(ENV_WIPED))[0]
-    assert xprocess._marker_of(old) == ""  # nothing but the log proves it
+    assert xprocess._OS.marker(old) == ""  # nothing but the log proves it
     shutil.rmtree(xp.statedir)
     new = xp.ensure("srv", starter(ENV_WIPED))[0]
     assert new != old

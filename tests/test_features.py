@@ -153,7 +153,7 @@ def test_a_starter_without_config_files_or_requires_keeps_its_fingerprint(xp):
     xp.ensure("app", starter(SLEEPER))
     state = xp.getinfo("app")._state()
     assert state is not None
-    assert set(state["fingerprint"]) == {"args", "env", "cwd", "popen_kwargs", "pattern"}
+    assert set(state.fingerprint) == {"args", "env", "cwd", "popen_kwargs", "pattern"}
 
 
 # --- requires ---
@@ -472,15 +472,15 @@ def test_without_pidfd_a_crash_is_found_by_its_pid_and_start(xp, monkeypatch, ca
     monkeypatch.delattr(os, "pidfd_open", raising=False)  # the portable path (macOS, old kernels)
     pid, _ = xp.ensure("srv", starter(SLEEPER))
     other, _ = xp.ensure("other", starter(SLEEPER))
-    xp._test = "test_a.py::test_x"
+    xp._session.test_starts("test_a.py::test_x")
     os.kill(pid, signal.SIGKILL)
     assert wait_for(lambda: not xp.getinfo("srv").isrunning())
-    xp._look()
-    assert xp._watch is not None
-    [(title, _)] = xp._watch.sections("test_a.py::test_x")
+    xp._session.notice_crashes()
+    assert xp._session.crash_watch is not None
+    [(title, _)] = xp._session.crash_watch.sections("test_a.py::test_x")
     assert title == "xprocess 'srv' was killed by signal 9 (SIGKILL) during this test"
-    xp._look()
-    assert xp._watch.sections("test_a.py::test_y") == []  # noticed once; "other" still runs
+    xp._session.notice_crashes()
+    assert xp._session.crash_watch.sections("test_a.py::test_y") == []  # noticed once; "other" still runs
     with caplog.at_level(logging.WARNING, logger="xprocess"):
         assert xp.ensure("srv", starter(SLEEPER))[0] != pid
     assert "xprocess 'srv' restarted: it died during test_a.py::test_x" in caplog.text
@@ -489,12 +489,12 @@ def test_without_pidfd_a_crash_is_found_by_its_pid_and_start(xp, monkeypatch, ca
 
 def test_a_crash_found_by_ensure_itself_is_named_in_the_next_report(xp):
     pid, _ = xp.ensure("srv", starter(SLEEPER))
-    xp._test = "test_a.py::test_x"
+    xp._session.test_starts("test_a.py::test_x")
     os.kill(pid, signal.SIGTERM)  # not through the plugin: a crash
     assert wait_for(lambda: not xp.getinfo("srv").isrunning())
     xp.ensure("srv", starter(SLEEPER))  # notices it, then starts it again
-    assert xp._watch is not None
-    assert [t for t, _ in xp._watch.sections("test_a.py::test_x")] == [
+    assert xp._session.crash_watch is not None
+    assert [t for t, _ in xp._session.crash_watch.sections("test_a.py::test_x")] == [
         "xprocess 'srv' was killed by signal 15 (SIGTERM) during this test"
     ]
 
@@ -503,9 +503,9 @@ def test_an_xprocess_outside_pytest_closes_its_pidfds(xp):
     if not hasattr(os, "pidfd_open"):
         pytest.skip("no pidfd here")
     pid, _ = xp.ensure("srv", starter(SLEEPER))
-    assert xp._watch is not None and xp._watch.pid("srv") == pid
-    [fd] = xp._watch._names
+    assert xp._session.crash_watch is not None and xp._session.crash_watch.pid("srv") == pid
+    [fd] = xp._session.crash_watch._names
     assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
     xp.close()
-    assert xp._watch is None
+    assert xp._session.crash_watch is None
     assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[pidfd]"

@@ -60,10 +60,10 @@ def test_dirs_are_0700_and_files_0600_whatever_the_umask(tmp_path):
             def args(self):
                 return {py(SLEEPER)!r} + [str(self.port)]
         with XProcess(None, {str(tmp_path)!r}) as xp:
-            xp._session = "s1"
+            xp._session.id = "s1"
             xp.ensure("srv", S)
             xp.ensure("srv", S, restart=True)  # an earlier log kept
-            xp._record({{"name": "srv", "event": "reused"}})
+            xp._session._append({{"name": "srv", "kind": "reused"}})
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     try:
@@ -135,11 +135,11 @@ def test_files_planted_through_links_are_not_written_through(xp, tmp_path):
     victim.write_text("precious\n")
     xp.statedir.mkdir(mode=0o700)
     (xp.statedir / ".gitignore").symlink_to(victim)
-    xp._session = "s1"
+    xp._session.id = "s1"
     (xp.statedir / ".session-s1.jsonl").symlink_to(victim)
     xp.ensure("srv", starter(SLEEPER))
     assert victim.read_text() == "precious\n"
-    assert xp._uses  # the record is kept in memory (the summary has it) though the file was refused
+    assert xp._session.records  # the record is kept in memory (the summary has it) though the file was refused
 
 
 @pytest.mark.parametrize("planted", ["lock", "port", "state.jsonl"])

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from conftest import SLEEPER, alive, conftest_source, py, starter, wait_for
 
-from xprocess import ProcessExitedError, XProcess, XProcessInfo, _show_table
+from xprocess import ProcessExitedError, XProcess, XProcessInfo, _show
 
 
 def recorded_pid(pytester, name="srv"):
@@ -156,7 +156,7 @@ def test_xshow_is_an_aligned_table_with_the_command_beneath(pytester_xp):
 def test_xshow_escapes_control_characters_in_commands(xp):
     # sh -c SCRIPT ARG0 ARG1: the arguments ride along, short enough to show whole
     xp.ensure("esc", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "red \x1b[31m", "two\nlines"]))
-    lines = _show_table([xp.getinfo("esc")])
+    lines = _show([xp.getinfo("esc")])
     command = next(line for line in lines if line.startswith("    $ "))
     assert "\x1b" not in command and "\n" not in command
     assert "red \\x1b[31m" in command and "two\\nlines" in command

@@ -33,7 +33,7 @@ SERVER_CONFTEST = """
     from xprocess import ProcessStarter
 
     def start_of(pid):  # as the plugin records it (from /proc on Linux, else through psutil)
-        return xprocess._proc(pid).start
+        return xprocess._OS.proc(pid).start
 
     # FORGE rewrites the recorded state of srv before the plugin reads it, as a hostile or careless
     # hand would: naming init, this pytest, its parent shell or a stranger, or with an empty marker.
@@ -147,7 +147,7 @@ def test_a_state_written_by_another_user_is_not_trusted(pytester_xp):
             record.update(json.loads(line))
         # another user (nobody) writes into a world-writable .xprocess a state for root's process
         record["pid"] = stranger.pid
-        record["start"] = xprocess._proc(stranger.pid).start  # type: ignore[union-attr]
+        record["start"] = xprocess._OS.proc(stranger.pid).start  # type: ignore[union-attr]
         state.write_text(json.dumps(record) + "\n")
         os.chown(state, 65534, 65534)
         result = pytester_xp.runpytest_subprocess("--xkill")
@@ -169,13 +169,13 @@ def test_a_recycled_pid_started_soon_after_the_recorded_one_is_a_stranger(pytest
     make_project(pytester_xp.path)
     assert pytester_xp.runpytest_subprocess().ret == 0
     info = XProcess(None, pytester_xp.path).getinfo("srv")
-    recorded = info._state()
+    recorded = info._state().to_json()
     assert recorded is not None
     info.terminate()
     stranger = subprocess.Popen(["sleep", "600"])
     try:
         # the record names the stranger's pid, and a start 50 ms (5 ticks) before the stranger's
-        start = xprocess._proc(stranger.pid).start  # type: ignore[union-attr]
+        start = xprocess._OS.proc(stranger.pid).start  # type: ignore[union-attr]
         if ":" in start:  # Linux's /proc: "<boot id>:<clock ticks>"
             boot, ticks = start.rsplit(":", 1)
             start = f"{boot}:{int(ticks) - 5}"
@@ -418,6 +418,7 @@ def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(
         "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         f"module._PROC_FS = {xprocess._PROC_FS!r}\n"  # and takes the same path (tox -e psutil)
+        "module._OS = module._ProcFS() if module._PROC_FS else module._Portable()\n"
         "sys.exit(pytest.main())\n"
     )
     no_kill = ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", load, "-p", "no:randomly"]
@@ -520,10 +521,10 @@ def test_a_thread_of_our_own_server_is_not_taken_for_a_process(xp):
     pid = xp.ensure("srv", starter(code))[0]
     info = xp.getinfo("srv")
     tid = int(info.logpath.read_text().split()[1])
-    assert tid != pid and xprocess._proc(tid) is not None
+    assert tid != pid and xprocess._OS.proc(tid) is not None
     lines = info.statepath.read_text().splitlines()
     record = json.loads(lines[0])
-    record.update(pid=tid, start=xprocess._proc(tid).start)  # type: ignore[union-attr]
+    record.update(pid=tid, start=xprocess._OS.proc(tid).start)  # type: ignore[union-attr]
     info.statepath.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
     assert not info.isrunning()
     assert alive(pid)

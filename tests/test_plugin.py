@@ -330,7 +330,7 @@ def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
     try:
         info = XProcessInfo(project.path / ".xprocess", "srv")
         info.terminate()
-        state = info._state()
+        state = info._state().to_json()
         state.update(pid=stranger.pid)  # the recorded start stays: not the stranger's
         info.statepath.write_text(json.dumps(state) + "\n")
         project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"srv *DEAD *{stranger.pid} *"])
@@ -405,7 +405,7 @@ def test_a_worker_that_cannot_record_its_use_warns(pytester_xp):
     write says so. Here a directory stands where the session's record file would be appended to."""
     pytester_xp.makeconftest(
         conftest_source(None).replace(
-            "def srv(xprocess):\n", "def srv(xprocess):\n    import os; os.makedirs(xprocess._session_path())\n"
+            "def srv(xprocess):\n", "def srv(xprocess):\n    import os; os.makedirs(xprocess._session.path)\n"
         )
     )
     pytester_xp.makepyfile("def test_a(srv):\n    pass\n")

@@ -18,6 +18,7 @@ class _Loader:
     def exec_module(self, module):  # type: ignore[no-untyped-def]
         self._loader.exec_module(module)
         module._PROC_FS = False
+        module._OS = module._Portable()
 
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(self._loader, name)
