@@ -119,6 +119,17 @@ def test_a_directory_of_another_account_is_refused_saying_whose(xp, which):
     assert list(path.iterdir()) == []
 
 
+@ROOT
+def test_a_lock_file_of_another_account_is_refused(xp):
+    """A start lock that another account owns (it could hold the lock and so block every start)
+    is not used: the error names its owner and says to remove it; the running server stays."""
+    pid = xp.ensure("srv", starter(SLEEPER))[0]
+    os.chown(xp.getinfo("srv").controldir / "lock", NOBODY, NOBODY)
+    with pytest.raises(XProcessError, match=r"cannot open its lock .*belongs to uid 65534 \(nobody\).*remove it"):
+        xp.ensure("srv", starter(SLEEPER))
+    assert alive(pid)
+
+
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o757])
 def test_a_directory_others_may_write_to_is_refused(xp, mode):
     """Items 2, 3: a .xprocess writable by group or others (a team directory, umask 000 from an
