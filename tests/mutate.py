@@ -297,6 +297,37 @@ MUTATIONS = [
         '        return "started"',
         "tests/test_output.py::test_a_start_failing_says_why",
     ),
+    # issue 25: the decisions the redesign merged into one place
+    (
+        "merge: a start lock of another account is used",
+        "            return _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)",
+        "            return _open_checked(path, os.O_RDONLY | os.O_CREAT)",
+        "tests/test_hardening.py::test_a_lock_file_of_another_account_is_refused",
+    ),
+    (
+        "merge: an unproven state narrows the search for what runs under a name",
+        "        return self.state if self.proc is not None or self.why == _STOPPED else None",
+        "        return self.state",
+        "tests/test_ownership.py::test_a_thread_of_our_own_server_is_not_taken_for_a_process",
+    ),
+    (
+        "merge: the session-end stop ignores the start lock of a session starting it",
+        "                if policy == _AT_SESSION_END:\n                    _lock_now(recorded.info, held)\n",
+        "",
+        "tests/test_leases.py::test_xstop_leaves_running_what_another_session_is_starting",
+    ),
+    (
+        "merge: --xkill names no holder",
+        "                holders = \"; \".join(_describe_holders(ident) for ident in logs if _OS.lock_holders(ident))",
+        "                holders = \"\"",
+        "tests/test_leases.py::test_xshow_and_xkill_name_the_holder",
+    ),
+    (
+        "merge: restart=True reuses a running process",
+        "    if restart:\n        return _RESTART_ASKED\n",
+        "",
+        "tests/test_ensure.py::test_restart_true_restarts",
+    ),
 ]
 
 

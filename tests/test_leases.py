@@ -311,3 +311,29 @@ def test_a_holders_command_line_reaches_the_terminal_escaped(sessions):
     finally:
         code, out = finish_b(sessions.path, b)
     assert code == 0, out
+
+
+def test_xstop_leaves_running_what_another_session_is_starting(sessions):
+    """A session holding the start lock (in the middle of a restart, before its lease) is not
+    pulled from under: the session-end stop takes the lock first, and spares the name if it cannot.
+    The lock is taken here by the test itself, on its own open of the lock file, after the ensure."""
+    sessions.makepyfile(
+        test_starting="""
+            import fcntl, os
+            held = []
+
+            def test_another_start_begins(srv):
+                held.append(os.open(os.path.join(".xprocess", "srv", "lock"), os.O_RDONLY))
+                fcntl.flock(held[0], fcntl.LOCK_EX)  # what a starting session holds, until the end
+        """
+    )
+    first = run_a(sessions.path, "test_quick.py")  # starts srv and leaves it running
+    assert first.returncode == 0 and "srv: started in" in first.stdout, first.stdout + first.stderr
+    pid = XProcess(None, sessions.path).getinfo("srv").pid
+    a = run_a(sessions.path, "--xstop", "test_starting.py")
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert "srv: reused, left running (in use by another session)" in a.stdout, a.stdout
+    assert alive(pid)
+    a = run_a(sessions.path, "--xstop", "test_quick.py")  # nobody starting it: now it is stopped
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert not alive(pid)

@@ -528,3 +528,7 @@ def test_a_thread_of_our_own_server_is_not_taken_for_a_process(xp):
     info.statepath.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
     assert not info.isrunning()
     assert alive(pid)
+    # the state proves nothing, so it does not narrow the search: the server (older than the
+    # thread) is still found by its log, and stopped
+    assert info.terminate() == 1
+    assert not alive(pid)
