@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             # the Pythons the test starts (pytest in a pytester project, a pid namespace's script)
             # run outside ROOT: with the copy first on their path, they import it too
             path = os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH", "")]))
-            env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+            env = {**os.environ, "PYTHONPATH": path}
             done = subprocess.run([sys.executable, "-c", run], cwd=ROOT, capture_output=True, text=True, env=env)
             shutil.rmtree(Path(tmp) / "__pycache__", ignore_errors=True)
         caught = done.returncode != 0
