@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -12,7 +14,7 @@ import psutil
 import pytest
 
 import xprocess
-from xprocess import XProcess
+from xprocess import ProcessStarter, XProcess, XProcessInfo
 
 pytest_plugins = ["pytester"]
 
@@ -174,3 +176,100 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# --- shared by several test files ---
+
+
+class Good(ProcessStarter):
+    args = py(SLEEPER)
+    pattern = "ready"
+
+
+def sleeper_project(pytester, code=SLEEPER, extra="", ensure_args=""):
+    pytester.makeconftest(conftest_source(None, code=code, extra=extra, ensure_args=ensure_args))
+    pytester.makepyfile("def test_a(srv):\n    pass\n")
+    return pytester
+
+
+SERVER_CONFTEST = """
+    import json, os, pathlib, sys
+
+    import pytest
+    import xprocess
+    from xprocess import ProcessStarter
+
+    def start_of(pid):  # as the plugin records it (from /proc on Linux, else through psutil)
+        return xprocess._OS.proc(pid).start
+
+    # FORGE rewrites the recorded state of srv before the plugin reads it, as a hostile or careless
+    # hand would: naming init, this pytest, its parent shell or a stranger, or with an empty marker.
+    FORGE = os.environ.get("FORGE")
+    STATE = pathlib.Path(__file__).parent / ".xprocess" / "srv" / "state.jsonl"
+    if FORGE:
+        record = {}
+        for line in STATE.read_text().splitlines():
+            record.update(json.loads(line))
+        if FORGE == "thread-of-self":  # a thread id resolves in /proc like a pid: os.kill(tid) hits pytest
+            import threading, time
+            thread = threading.Thread(target=time.sleep, args=(600,), daemon=True)
+            thread.start()
+        pid = {"init": 1, "self": os.getpid(), "parent": os.getppid()}.get(FORGE) or int(
+            thread.native_id if FORGE == "thread-of-self" else os.environ["STRANGER"]
+        )
+        record.update(pid=pid, start=start_of(pid))
+        if FORGE == "empty-marker":
+            record["token"] = ""
+        STATE.write_text(json.dumps(record) + "\\n")
+
+    @pytest.fixture
+    def srv(xprocess):
+        class Server(ProcessStarter):
+            args = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"]
+            pattern = "ready"
+            popen_kwargs = {"preexec_fn": lambda: os.kill(os.getppid(), 9)} if os.environ.get("KILL_AT_SPAWN") else {}
+        return xprocess.ensure("srv", Server)
+"""
+
+
+def make_project(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "pytest.ini").write_text("[pytest]\n")
+    (path / "conftest.py").write_text(textwrap.dedent(SERVER_CONFTEST))
+    (path / "test_srv.py").write_text("def test_a(srv):\n    print('PID', srv[0])\n")
+    return path
+
+
+@pytest.fixture
+def project(pytester_xp):
+    pytester_xp.makeconftest(conftest_source(pytester_xp.path / "starts"))
+    pytester_xp.makepyfile("def test_a(srv):\n    assert srv[0] > 0\n")
+    return pytester_xp
+
+
+def recorded_pid(pytester, name="srv"):
+    return XProcessInfo(pytester.path / ".xprocess", name).pid
+
+
+def run_until_waiting(pytester):
+    """Start pytest on a server that never gets ready; return it once ensure() is waiting."""
+    pytester.makeconftest(conftest_source(None, code="import time; time.sleep(600)"))
+    pytester.makepyfile("def test_a(srv):\n    pass\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # a suite started with SIGINT ignored (nohup, a background job) must not pass that on
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    state = pytester.path / ".xprocess" / "srv" / "state.jsonl"
+    assert wait_for(state.exists, 30)
+    return run, recorded_pid(pytester)
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Iterator[ProcessStarter]:
+    with XProcess(None, tmp_path) as xp:
+        yield ProcessStarter(tmp_path, xp)

@@ -1,13 +1,12 @@
-"""What the plugin will and will not signal: state on disk never makes it touch a stranger.
+"""Sections 6 and 7, the process table and ownership: state on disk never makes any command touch
+a stranger; what a lost state left is still found as ours.
 
 The cases that could kill any process on the machine run inside a private pid namespace
 (``unshare --pid --fork --kill-child --mount-proc``, root only), so a regression kills nothing
-outside it.
-"""
+outside it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -16,61 +15,164 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import SLEEPER, alive, ours_still_running, py, starter, terminate_all, wait_for
+from conftest import (
+    SLEEPER,
+    alive,
+    conftest_source,
+    kill_writing_under,
+    make_project,
+    ours_still_running,
+    py,
+    starter,
+    terminate_all,
+    wait_for,
+)
 
 import xprocess
-from xprocess import XProcess
-
-SERVER_CONFTEST = """
-    import json, os, pathlib, sys
-
-    import pytest
-    import xprocess
-    from xprocess import ProcessStarter
-
-    def start_of(pid):  # as the plugin records it (from /proc on Linux, else through psutil)
-        return xprocess._OS.proc(pid).start
-
-    # FORGE rewrites the recorded state of srv before the plugin reads it, as a hostile or careless
-    # hand would: naming init, this pytest, its parent shell or a stranger, or with an empty marker.
-    FORGE = os.environ.get("FORGE")
-    STATE = pathlib.Path(__file__).parent / ".xprocess" / "srv" / "state.jsonl"
-    if FORGE:
-        record = {}
-        for line in STATE.read_text().splitlines():
-            record.update(json.loads(line))
-        if FORGE == "thread-of-self":  # a thread id resolves in /proc like a pid: os.kill(tid) hits pytest
-            import threading, time
-            thread = threading.Thread(target=time.sleep, args=(600,), daemon=True)
-            thread.start()
-        pid = {"init": 1, "self": os.getpid(), "parent": os.getppid()}.get(FORGE) or int(
-            thread.native_id if FORGE == "thread-of-self" else os.environ["STRANGER"]
-        )
-        record.update(pid=pid, start=start_of(pid))
-        if FORGE == "empty-marker":
-            record["token"] = ""
-        STATE.write_text(json.dumps(record) + "\\n")
-
-    @pytest.fixture
-    def srv(xprocess):
-        class Server(ProcessStarter):
-            args = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"]
-            pattern = "ready"
-            popen_kwargs = {"preexec_fn": lambda: os.kill(os.getppid(), 9)} if os.environ.get("KILL_AT_SPAWN") else {}
-        return xprocess.ensure("srv", Server)
-"""
+from xprocess import ProcessStarter, XProcess, XProcessInfo
 
 
-def make_project(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "pytest.ini").write_text("[pytest]\n")
-    (path / "conftest.py").write_text(textwrap.dedent(SERVER_CONFTEST))
-    (path / "test_srv.py").write_text("def test_a(srv):\n    print('PID', srv[0])\n")
-    return path
+def test_recycled_pid_is_neither_reused_nor_signalled(xp, tmp_path):
+    stranger = subprocess.Popen(["sleep", "600"])
+    time.sleep(0.05)  # started in another clock tick (10 ms) than the recorded process
+    try:
+        Starter = starter(SLEEPER)
+        xp.ensure("rec", Starter)
+        state_path = xp.statedir / "rec" / "state.jsonl"
+        state = xp.getinfo("rec")._state().to_json()
+        xp.getinfo("rec").terminate()
+        # the record now points at an unrelated process with the same pid
+        state.update(pid=stranger.pid)  # its start time is the recorded one's, not the stranger's
+        state_path.write_text(json.dumps(state) + "\n")
+        info = xp.getinfo("rec")
+        assert not info.isrunning()
+        assert info.terminate() == 0
+        new_pid = xp.ensure("rec", Starter)[0]
+        assert new_pid != stranger.pid
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+@pytest.mark.parametrize("deleted", ["state dir", "control dir"])
+def test_state_deleted_while_running_starts_fresh_and_ends_the_orphan(xp, deleted):
+    first = xp.ensure("lost", starter(SLEEPER))[0]
+    shutil.rmtree(xp.statedir if deleted == "state dir" else xp.statedir / "lost")
+    assert xprocess._recorded_infos(xp, []) == []  # listing what is left does not crash, and finds nothing
+    second = xp.ensure("lost", starter(SLEEPER))[0]
+    assert second != first
+    assert wait_for(lambda: not alive(first))
+
+
+def test_the_orphan_sweep_spares_other_projects(tmp_path):
+    with XProcess(None, tmp_path / "a") as a, XProcess(None, tmp_path / "b") as b:
+        try:
+            theirs = a.ensure("same", starter(SLEEPER))[0]
+            b.ensure("same", starter(SLEEPER))  # nothing recorded in b: sweeps b's project only
+            assert alive(theirs)
+        finally:
+            terminate_all(a.statedir)
+            terminate_all(b.statedir)
+
+
+def test_a_log_deleted_while_the_process_runs(pytester_xp):
+    """The process is reused; its log is gone: no logfile, no report section, no crash."""
+    pytester_xp.makeconftest(conftest_source(None, code=SLEEPER))
+    pytester_xp.makepyfile("def test_fails(srv):\n    assert 0\n")
+    pytester_xp.runpytest_subprocess().assert_outcomes(failed=1)
+    (pytester_xp.path / ".xprocess" / "srv" / "xprocess.log").unlink()
+    result = pytester_xp.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["xprocess: reused srv"])
+    assert "xprocess srv log" not in result.stdout.str()
+
+
+def zombie_of_this_process(xp, name):
+    """Start ``name`` and make it a zombie that stays one: this process is its parent (the child
+    of a Popen) and reaps it only when the XProcess closes, whatever init does with orphans."""
+    pid = xp.ensure(name, starter(SLEEPER))[0]
+    assert psutil.Process(pid).ppid() == os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    return pid
+
+
+def test_isrunning_ignores_a_zombie(xp):
+    zombie_of_this_process(xp, "zombie")
+    info = xp.getinfo("zombie")
+    assert not info.isrunning()
+    assert info.isrunning(ignore_zombies=False)  # the very process recorded, not yet reaped
+
+
+def test_xshow_does_not_call_a_zombie_live(pytester_xp):
+    with XProcess(None, pytester_xp.path) as xp:
+        pid = zombie_of_this_process(xp, "zombie")
+        show = pytester_xp.runpytest_subprocess("--xshow")
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # it was one all along
+    assert show.ret == 0
+    show.stdout.fnmatch_lines([f"zombie  DEAD    {pid} *"])
+
+
+ENV_WIPED = (
+    "import os, sys; os.execve(sys.executable, [sys.executable, '-c', "
+    "\"import time; print('ready', flush=True); time.sleep(600)\"], {})"
+)  # a server that wipes its environment (as title-rewriting servers hide it): no marker to read
+
+
+PROC_FD = pytest.mark.skipif(
+    not xprocess._PROC_FS,
+    reason="a removed log is reached through /proc/<pid>/fd (Linux); elsewhere only the marker finds what a lost "
+    "state left, which a server that wipes its environment hides",
+)
+
+
+@pytest.fixture
+def lost(xp):
+    """What the tests of a lost state leave behind when the plugin fails them (under a mutation)."""
+    yield
+    kill_writing_under(xp.statedir)
+
+
+@PROC_FD
+def test_what_a_lost_state_left_is_found_by_its_log_and_stopped(xp, lost):
+    """Issue 18: .xprocess deleted while a server without a readable marker runs: the next
+    ensure() finds it by the log file it still writes to (its path now "... (deleted)") and
+    stops it, so one server runs afterwards."""
+    old = xp.ensure("srv", starter(ENV_WIPED))[0]
+    assert xprocess._OS.marker(old) == ""  # nothing but the log proves it
+    shutil.rmtree(xp.statedir)
+    new = xp.ensure("srv", starter(ENV_WIPED))[0]
+    assert new != old
+    assert not alive(old)
+
+
+@PROC_FD
+def test_what_a_lost_state_left_is_stopped_before_the_starter_runs(xp, lost, tmp_path, monkeypatch):
+    """Issue 18: the starter of a new start may rebuild what the old server still uses (initdb
+    into a deleted data directory): the old server is gone before the starter is read."""
+    seen = tmp_path / "seen"
+
+    class Server(ProcessStarter):
+        pattern = "ready"
+
+        @property
+        def args(self):
+            old = os.environ.get("OLD_PID")
+            if old:
+                seen.write_text("alive" if alive(int(old)) else "gone")
+            return py(ENV_WIPED)
+
+    old = xp.ensure("srv", Server)[0]
+    shutil.rmtree(xp.statedir)
+    monkeypatch.setenv("OLD_PID", str(old))
+    xp.ensure("srv", Server)
+    assert seen.read_text() == "gone"
 
 
 def in_pid_namespace(project: Path, script: str) -> dict[str, object]:
@@ -246,194 +348,6 @@ def test_a_pytest_killed_at_the_spawn_leaves_nothing_that_xkill_cannot_find(pyte
     assert wait_for(lambda: ours_still_running(pytester_xp.path) == [])
 
 
-def test_a_failed_state_write_terminates_the_child_it_just_spawned(tiny_disk):
-    """The state of the running process is there; the restart's write fails (disk full)."""
-    with XProcess(None, tiny_disk) as xp:
-        first = xp.ensure("full", starter(SLEEPER))[0]
-        fd = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"x" * 4096)
-        os.close(fd)
-        with pytest.raises(xprocess.XProcessError, match="No space left"):
-            xp.ensure("full", starter(SLEEPER), restart=True)
-        assert not alive(first)
-        assert ours_still_running(tiny_disk) == []
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    ['{"pid": -5}', "[" * 100_000, '{"pid": NaN}', '{"pid": 99999999999999999999}', '{"pid": {"a": [1]}}', "\x00"],
-)
-def test_bad_state_for_one_name_is_a_warning_and_the_others_are_handled(pytester_xp, garbage):
-    make_project(pytester_xp.path)
-    assert pytester_xp.runpytest_subprocess().ret == 0
-    good = XProcess(None, pytester_xp.path).getinfo("srv").pid
-    state = pytester_xp.path / ".xprocess" / "bad" / "state.jsonl"
-    state.parent.mkdir()
-    recorded = json.loads((pytester_xp.path / ".xprocess" / "srv" / "state.jsonl").read_text().splitlines()[0])
-    if garbage.startswith('{"pid"'):  # a real record but for one value
-        garbage = json.dumps({**recorded, "pid": None})[:-1].replace('"pid": null', garbage[1:-1]) + "}"
-    state.write_text(garbage)
-    for option in ("--xshow", "--xkill"):
-        result = pytester_xp.runpytest_subprocess(option)
-        assert result.ret == 0, result.stdout.str() + result.stderr.str()
-        assert "Traceback" not in result.stdout.str() + result.stderr.str()
-        result.stdout.fnmatch_lines(["bad *DEAD *- *" if option == "--xshow" else "- bad NO PROCESS FOUND"])
-    assert not alive(good)  # --xkill went on to the healthy one
-
-
-def test_planted_symlinks_are_not_followed(xp, tmp_path):
-    target = tmp_path / "target"
-    control = xp.statedir / "planted"
-    control.mkdir(parents=True)
-    (control / "lock").symlink_to(target)  # a lock planted as a link: replaced, not created
-    xp.ensure("planted", starter(SLEEPER))
-    assert not target.exists()
-    assert not (control / "lock").is_symlink()
-
-    target.write_text("precious\n")
-
-    class SwapsItsState(xprocess.ProcessStarter):
-        args = py(SLEEPER)
-        pattern = "ready"
-
-        def startup_check(self) -> bool:  # during the start, state.jsonl becomes a link
-            state = self.control_dir / "state.jsonl"
-            state.unlink()
-            state.symlink_to(target)
-            return True
-
-    xp.ensure("planted", SwapsItsState, restart=True)
-    assert target.read_text() == "precious\n"
-    assert xp.getinfo("planted").isrunning()  # its state was replaced by a whole, trusted one
-
-    log = control / "xprocess.log"
-    log.unlink()
-    log.symlink_to(target)  # a log link: a read never follows it
-    with pytest.raises(OSError):
-        xp.ensure("planted", SwapsItsState).logfile.read()
-
-
-def test_a_symlinked_control_directory_is_refused(xp, tmp_path):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    xp.statedir.mkdir()
-    (xp.statedir / "linked").symlink_to(elsewhere)
-    with pytest.raises(xprocess.XProcessError, match=r"symbolic link.*Remove it"):
-        xp.ensure("linked", starter(SLEEPER))
-    assert list(elsewhere.iterdir()) == []
-
-
-def test_one_logfile_per_name_however_often_it_is_ensured(xp):
-    Starter = starter(SLEEPER)
-    xp.ensure("many", Starter).logfile  # noqa: B018 - the first opens it
-    before = len(os.listdir("/proc/self/fd"))
-    files = {id(xp.ensure("many", Starter).logfile) for _ in range(200)}
-    assert len(os.listdir("/proc/self/fd")) == before
-    assert len(files) == 1
-
-
-def test_reuse_in_a_read_only_project(tiny_disk):
-    with XProcess(None, tiny_disk) as xp:
-        first = xp.ensure("ro", starter(SLEEPER))[0]
-    ro = tiny_disk / ".xprocess"
-    subprocess.run(["mount", "--bind", str(ro), str(ro)], check=True)  # the same path, now read-only
-    subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-    try:
-        with XProcess(None, tiny_disk) as xp:
-            assert xp.ensure("ro", starter(SLEEPER))[0] == first
-            with pytest.raises(xprocess.XProcessError, match="Read-only file system"):
-                xp.ensure("ro", starter(SLEEPER), restart=True)
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
-
-
-def test_xstop_stops_what_the_session_used_even_on_a_full_disk(tiny_disk):
-    (tiny_disk / "pytest.ini").write_text("[pytest]\n")
-    (tiny_disk / "conftest.py").write_text(
-        textwrap.dedent(f"""
-        import os, contextlib
-        from xprocess import ProcessStarter
-        class S(ProcessStarter):
-            args = {py(SLEEPER)!r}
-            pattern = "ready"
-        def test_fill_the_disk(xprocess):
-            xprocess.ensure("srv", S)
-            fd = os.open("filler", os.O_WRONLY | os.O_CREAT)
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"x" * 4096)
-            os.close(fd)
-    """)
-    )
-    (tiny_disk / "conftest.py").rename(tiny_disk / "test_full.py")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--xstop"],
-        cwd=tiny_disk,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "srv: started in" in done.stdout and "terminated at end" in done.stdout
-    assert ours_still_running(tiny_disk) == []
-
-
-def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(pytester_xp):
-    """The -1 of terminate(): a server that runs as another user (here nobody, through
-    popen_kwargs) and a pytest without the right to signal other users (CAP_KILL dropped)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("starting a server as another user needs root (and setpriv to drop CAP_KILL)")
-    pytester_xp.makeconftest(
-        """
-        import pytest
-        from xprocess import ProcessStarter
-
-        class Starter(ProcessStarter):
-            args = ["sleep", "600"]
-            pattern = None
-            popen_kwargs = {"user": 65534, "group": 65534}
-            def startup_check(self):
-                return True
-
-        @pytest.fixture
-        def srv(xprocess):
-            return xprocess.ensure("srv", Starter)
-        """
-    )
-    pytester_xp.makepyfile(
-        """
-        def test_terminate_fails(srv, xprocess):
-            info = xprocess.getinfo("srv")
-            assert info.terminate(timeout=0.1) == -1
-            assert info.isrunning()
-        """
-    )
-    # this pytest loads the very module the suite imported (tests/mutate.py's copy, say)
-    load = (
-        "import importlib.util, sys, pytest\n"
-        f"spec = importlib.util.spec_from_file_location('xprocess', {xprocess.__file__!r})\n"
-        "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
-        f"module._PROC_FS = {xprocess._PROC_FS!r}\n"  # and takes the same path (tox -e psutil)
-        "module._OS = module._ProcFS() if module._PROC_FS else module._Portable()\n"
-        "sys.exit(pytest.main())\n"
-    )
-    no_kill = ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", load, "-p", "no:randomly"]
-    run = pytester_xp.run(*no_kill, "--xstop")
-    assert run.ret == 0, run.outlines
-    run.stdout.fnmatch_lines(["srv: started in * s, FAILED to terminate at end"])
-    info = XProcess(None, pytester_xp.path).getinfo("srv")
-    assert info.isrunning()
-    kill = pytester_xp.run(*no_kill, "--xkill")
-    assert kill.ret == 1
-    kill.stdout.fnmatch_lines([f"{info.pid} srv FAILED TO TERMINATE"])
-    assert info.isrunning() and psutil.Process(info.pid).uids().real == 65534
-    assert info.terminate() == 1  # this pytest may signal it
-
-
 def test_a_state_naming_another_users_process_without_a_marker_signals_nobody(tmp_path):
     """A process that shows no marker is not proven ours by its recorded pid and start alone:
     here a process of nobody's, whose pid and start a forged state names."""
@@ -532,3 +446,25 @@ def test_a_thread_of_our_own_server_is_not_taken_for_a_process(xp):
     # thread) is still found by its log, and stopped
     assert info.terminate() == 1
     assert not alive(pid)
+
+
+def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
+    """The record points at an unrelated process that got the pid: it is neither shown LIVE nor signalled."""
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        info = XProcessInfo(project.path / ".xprocess", "srv")
+        info.terminate()
+        state = info._state().to_json()
+        state.update(pid=stranger.pid)  # the recorded start stays: not the stranger's
+        info.statepath.write_text(json.dumps(state) + "\n")
+        project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"srv *DEAD *{stranger.pid} *"])
+        kill = project.runpytest_subprocess("--xkill")
+        kill.stdout.fnmatch_lines([f"{stranger.pid} srv NO PROCESS FOUND"])
+        assert stranger.poll() is None
+        result = project.runpytest_subprocess()  # and the next run starts its own
+        result.stdout.fnmatch_lines(["srv: restarted in * s (its pid * now belongs to another process)"])
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -1,29 +1,124 @@
-"""The plugin end to end: real pytest runs through pytester."""
+"""Section 12, the pytest glue and the command line through pytester: --xshow, --xkill,
+--xforget, the stop switch, xdist, interrupts."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
-import subprocess
 import sys
 
 import pytest
-from conftest import alive, conftest_source, wait_for
+from conftest import (
+    SLEEPER,
+    alive,
+    conftest_source,
+    recorded_pid,
+    run_until_waiting,
+    sleeper_project,
+    starter,
+)
 
-from xprocess import XProcessInfo
+from xprocess import XProcess, XProcessInfo, _show
 
 
-@pytest.fixture
-def project(pytester_xp):
-    pytester_xp.makeconftest(conftest_source(pytester_xp.path / "starts"))
-    pytester_xp.makepyfile("def test_a(srv):\n    assert srv[0] > 0\n")
-    return pytester_xp
+def test_xshow_escapes_what_the_terminal_cannot_print(pytester_xp, monkeypatch):
+    pytester_xp.makeconftest(conftest_source(None, names=("café",), code="# café\n" + SLEEPER))
+    pytester_xp.makepyfile("def test_a(café):\n    pass\n")
+    assert pytester_xp.runpytest_subprocess().ret == 0
+    monkeypatch.setenv("LC_ALL", "C")
+    monkeypatch.setenv("PYTHONUTF8", "0")
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    result = pytester_xp.runpytest_subprocess("--xshow")
+    assert result.ret == 0, result.stderr.str()
+    # the name as this locale decodes the directory's bytes; the argument escaped
+    result.stdout.fnmatch_lines(["NAME *STATUS *PID*", "caf* LIVE *", "    $ *# caf\\xe9\\nimport*"])
+    header, row = result.stdout.lines[:2]
+    assert row.index("LIVE") == header.index("STATUS")  # aligned as printed, escapes and all
 
 
-def recorded_pid(pytester, name="srv"):
-    return XProcessInfo(pytester.path / ".xprocess", name).pid
+def test_an_xdist_worker_dying_mid_start_under_xstop_leaves_nothing(pytester_xp):
+    code = "import time; time.sleep(2); print('ready', flush=True); time.sleep(600)"
+    dies = "def startup_check(self):\n    __import__('os')._exit(3)  # the worker dies while the server boots\n"
+    pytester_xp.makeconftest(conftest_source(None, code=code, extra=dies))
+    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
+    result = pytester_xp.runpytest_subprocess("-n", "1", "--xstop")
+    assert result.ret != 0
+    info = XProcess(None, pytester_xp.path).getinfo("srv")
+    assert info.pid is not None and not alive(info.pid)
+    result.stdout.fnmatch_lines(["srv: its start did not finish*"])
+
+
+def test_xshow_is_an_aligned_table_with_the_command_beneath(pytester_xp):
+    long_arg = "x" * 300
+    code = SLEEPER + " # " + long_arg
+    pytester_xp.makeconftest(
+        conftest_source(None, names=("srv", "other"), code=code).replace(
+            "ensure('other'", "ensure('a-much-longer-name'"
+        )
+    )
+    pytester_xp.makepyfile("def test_a(srv, other):\n    pass\n")
+    pytester_xp.runpytest_subprocess().assert_outcomes(passed=1)
+    show = pytester_xp.runpytest_subprocess("--xshow")
+    assert show.ret == 0
+    lines = show.stdout.lines
+    header = next(line for line in lines if line.startswith("NAME"))
+    assert header.split() == ["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"]
+    rows = [line for line in lines if line.startswith(("srv ", "a-much-longer-name "))]
+    assert len(rows) == 2
+    for row in rows:  # each cell starts under its heading
+        for heading in ("STATUS", "PID", "UPTIME"):
+            at = header.index(heading)
+            assert row[at - 2 : at] == "  " and row[at] != " ", (header, row)
+    assert re.match(r"a-much-longer-name +LIVE +\d+ +- +\d+s +-$", rows[0]), rows
+    commands = [line for line in lines if line.startswith("    $ ")]
+    assert len(commands) == 2 and all(len(c) <= 100 and c.endswith("...") and len(c) == 100 for c in commands), commands
+    assert sum(line.startswith("    log: ") and line.endswith("xprocess.log") for line in lines) == 2
+
+
+def test_xshow_escapes_control_characters_in_commands(xp):
+    # sh -c SCRIPT ARG0 ARG1: the arguments ride along, short enough to show whole
+    xp.ensure("esc", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "red \x1b[31m", "two\nlines"]))
+    lines = _show([xp.getinfo("esc")])
+    command = next(line for line in lines if line.startswith("    $ "))
+    assert "\x1b" not in command and "\n" not in command
+    assert "red \\x1b[31m" in command and "two\\nlines" in command
+
+
+def test_xforget_removes_dead_records_only(pytester_xp):
+    sleeper_project(pytester_xp).runpytest_subprocess().assert_outcomes(passed=1)
+    pytester_xp.makeconftest(conftest_source(None, names=("srv", "bad"), code=SLEEPER))
+    controldir = pytester_xp.path / ".xprocess"
+    (controldir / "gone").mkdir()  # a record left by a failed start: no state, a log
+    (controldir / "gone" / "xprocess.log").write_text("boom\n")
+    pid = recorded_pid(pytester_xp)
+
+    live = pytester_xp.runpytest_subprocess("--xforget", "srv")
+    assert live.ret != 0
+    live.stdout.fnmatch_lines([f"srv NOT FORGOTTEN: it is LIVE (pid {pid}); stop it first: pytest --xkill srv"])
+    assert alive(pid) and (controldir / "srv").is_dir()
+
+    every = pytester_xp.runpytest_subprocess("--xforget")
+    assert every.ret == 0
+    every.stdout.fnmatch_lines(["gone FORGOTTEN", f"srv kept: it is LIVE (pid {pid})"])
+    assert not (controldir / "gone").exists() and (controldir / "srv").is_dir()
+
+    pytester_xp.runpytest_subprocess("--xkill", "srv").stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
+    dead = pytester_xp.runpytest_subprocess("--xforget", "srv")
+    assert dead.ret == 0
+    dead.stdout.fnmatch_lines(["srv FORGOTTEN"])
+    assert not (controldir / "srv").exists()
+    show = pytester_xp.runpytest_subprocess("--xshow")
+    show.stdout.fnmatch_lines(["no processes recorded in *"])
+
+
+@pytest.mark.parametrize("name", ["nope", "../up"])
+def test_xforget_names_are_checked_as_for_xshow(pytester_xp, name):
+    sleeper_project(pytester_xp).runpytest_subprocess().assert_outcomes(passed=1)
+    result = pytester_xp.runpytest_subprocess("--xforget", name)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "Traceback" not in result.stderr.str()
+    result.stderr.fnmatch_lines(["xprocess: *"])
+    assert alive(recorded_pid(pytester_xp))
 
 
 def test_first_run_starts_second_reuses(project):
@@ -79,87 +174,6 @@ def test_xshow_with_nothing_recorded(pytester_xp):
     result.stdout.fnmatch_lines(["no processes recorded in *.xprocess"])
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_failed_test_report_shows_the_log_lines_written_during_it(pytester_xp, xdist):
-    code = "import time, itertools\nprint('booted', flush=True)\n" + (
-        "for i in itertools.count(): print('tick', i, flush=True); time.sleep(0.02)"
-    )
-    pytester_xp.makeconftest(conftest_source(None, code=code).replace('pattern = "ready"', 'pattern = "booted"'))
-    pytester_xp.makepyfile(
-        """
-        import time
-        def test_ok(srv):
-            time.sleep(0.1)
-        def test_fails(srv):
-            time.sleep(0.1)
-            assert 0
-        """
-    )
-    result = pytester_xp.runpytest_subprocess(*xdist)
-    result.assert_outcomes(passed=1, failed=1)
-    out = result.stdout.str()
-    section = out[out.index(" xprocess srv log ") :]
-    assert "tick" in section
-    if not xdist:  # serially, test_ok started it: its start-up lines are not test_fails' lines
-        assert "booted" not in section
-    assert out.count(" xprocess srv log ") == 1  # the passing test has none
-    assert out.count("srv: started in") == 1  # the summary once, also under xdist
-
-
-def test_compatible_with_a_pytest_xprocess_1_conftest(pytester_xp):
-    """The example from pytest-xprocess 1.0.2's documentation, unchanged."""
-    pytester_xp.makepyfile(
-        server="""
-        import socket, sys
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0)); s.listen()
-        open("port", "w").write(str(s.getsockname()[1]))
-        print("Server has started!", flush=True)
-        while True:
-            c, _ = s.accept(); c.sendall(b"pong"); c.close()
-        """
-    )
-    pytester_xp.makeconftest(
-        f"""
-        import socket
-        import pytest
-        from xprocess import ProcessStarter
-
-        @pytest.fixture
-        def myserver(xprocess):
-            class Starter(ProcessStarter):
-                pattern = "[Ss]erver has started!"
-                args = [{sys.executable!r}, {str(pytester_xp.path / "server.py")!r}]
-                timeout = 45
-                max_read_lines = 100
-                terminate_on_interrupt = True
-
-                def startup_check(self):
-                    port = int((self.control_dir / "port").read_text())
-                    with socket.create_connection(("127.0.0.1", port)) as c:
-                        return c.recv(4) == b"pong"
-
-            logfile = xprocess.ensure("myserver", Starter)
-            port = int((xprocess.getinfo("myserver").controldir / "port").read_text())
-            yield port
-            xprocess.getinfo("myserver").terminate()
-        """
-    )
-    pytester_xp.makepyfile(
-        """
-        import socket
-        def test_ping(myserver):
-            with socket.create_connection(("127.0.0.1", myserver)) as c:
-                assert c.recv(4) == b"pong"
-        """
-    )
-    pytester_xp.runpytest_subprocess().assert_outcomes(passed=1)
-    assert not alive(recorded_pid(pytester_xp, "myserver"))
-
-
-# --- when processes stop ---
-
-
 @pytest.mark.parametrize(
     "args, env, ini, stops",
     [
@@ -188,9 +202,6 @@ def test_bad_stop_environment_is_a_usage_error(project, monkeypatch):
     result = project.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*XPROCESS_STOP='maybe'*"])
-
-
-# --- many runners ---
 
 
 def sixteen_tests(pytester, names=("srv",)):
@@ -227,32 +238,6 @@ def test_xdist_stop_at_end_leaves_nothing_and_only_the_controller_stops(pytester
     assert (pytester_xp.path / "starts").read_text() == "x"
 
 
-def test_two_concurrent_sessions_share_one_process(pytester_xp):
-    code = (
-        f"import time; open({str(pytester_xp.path / 'starts')!r}, 'a').write('x'); time.sleep(0.5);"
-        " print('ready', flush=True); time.sleep(600)"
-    )
-    pytester_xp.makeconftest(conftest_source(None, code=code))
-    pytester_xp.makepyfile("def test_a(srv):\n    print('PID', srv[0])\n")
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider"],
-            cwd=pytester_xp.path,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [run.communicate(timeout=120)[0] for run in runs]
-    assert all(run.returncode == 0 for run in runs), outputs
-    assert (pytester_xp.path / "starts").read_text() == "x"
-    pids = {pid for out in outputs for pid in re.findall(r"PID (\d+)", out)}
-    assert len(pids) == 1
-
-
-# --- interrupts ---
-
-
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_terminate_on_interrupt(pytester_xp, xdist):
     pytester_xp.makeconftest(
@@ -266,24 +251,6 @@ def test_terminate_on_interrupt(pytester_xp, xdist):
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert not alive(recorded_pid(pytester_xp, "flagged"))
     assert alive(recorded_pid(pytester_xp, "kept"))
-
-
-def run_until_waiting(pytester):
-    """Start pytest on a server that never gets ready; return it once ensure() is waiting."""
-    pytester.makeconftest(conftest_source(None, code="import time; time.sleep(600)"))
-    pytester.makepyfile("def test_a(srv):\n    pass\n")
-    run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # a suite started with SIGINT ignored (nohup, a background job) must not pass that on
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    state = pytester.path / ".xprocess" / "srv" / "state.jsonl"
-    assert wait_for(state.exists, 30)
-    return run, recorded_pid(pytester)
 
 
 def test_sigint_while_waiting_terminates_the_half_started_process(pytester_xp):
@@ -304,59 +271,6 @@ def test_sigkill_while_waiting_then_the_next_run_starts_afresh(pytester_xp):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["srv: restarted in * s (it never became ready)"])
     assert not alive(pid)
-
-
-def test_xkill_while_another_session_waits(pytester_xp):
-    run, pid = run_until_waiting(pytester_xp)
-    kill = pytester_xp.runpytest_subprocess("--xkill")
-    kill.stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
-    out = run.communicate(timeout=60)[0]
-    assert run.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "exited with code -15 before it was ready" in out
-    assert not alive(pid)
-
-
-def test_child_processes_are_in_their_own_session(project):
-    project.runpytest_subprocess().assert_outcomes(passed=1)
-    pid = recorded_pid(project)
-    assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # a session and a group of its own
-    assert os.getsid(pid) != os.getsid(0)
-
-
-def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
-    """The record points at an unrelated process that got the pid: it is neither shown LIVE nor signalled."""
-    project.runpytest_subprocess().assert_outcomes(passed=1)
-    stranger = subprocess.Popen(["sleep", "600"])
-    try:
-        info = XProcessInfo(project.path / ".xprocess", "srv")
-        info.terminate()
-        state = info._state().to_json()
-        state.update(pid=stranger.pid)  # the recorded start stays: not the stranger's
-        info.statepath.write_text(json.dumps(state) + "\n")
-        project.runpytest_subprocess("--xshow").stdout.fnmatch_lines([f"srv *DEAD *{stranger.pid} *"])
-        kill = project.runpytest_subprocess("--xkill")
-        kill.stdout.fnmatch_lines([f"{stranger.pid} srv NO PROCESS FOUND"])
-        assert stranger.poll() is None
-        result = project.runpytest_subprocess()  # and the next run starts its own
-        result.stdout.fnmatch_lines(["srv: restarted in * s (its pid * now belongs to another process)"])
-        assert stranger.poll() is None
-    finally:
-        stranger.kill()
-        stranger.wait()
-
-
-def test_xkill_ends_a_server_whose_state_is_garbage(project):
-    project.runpytest_subprocess().assert_outcomes(passed=1)
-    pid = recorded_pid(project)
-    (project.path / ".xprocess" / "srv" / "state.jsonl").write_text("garbage")
-    kill = project.runpytest_subprocess("--xkill")
-    assert kill.ret == 0
-    kill.stdout.fnmatch_lines(["- srv TERMINATED"])
-    kill.stderr.fnmatch_lines(["*state.jsonl is not valid JSON lines*"])
-    assert not alive(pid)
-
-
-# --- other systems ---
 
 
 def test_a_run_that_never_ensures_needs_nothing_posix_only(pytester_xp):
@@ -398,19 +312,3 @@ def test_terminate_on_interrupt_after_an_internal_error(pytester_xp):
     assert "INTERNALERROR" in result.stdout.str() + result.stderr.str() and "a broken hook" in result.stdout.str()
     assert not alive(recorded_pid(pytester_xp, "flagged"))
     assert alive(recorded_pid(pytester_xp, "kept"))
-
-
-def test_a_worker_that_cannot_record_its_use_warns(pytester_xp):
-    """An xdist worker's record of use is the controller's only news of it (for --xstop): a failed
-    write says so. Here a directory stands where the session's record file would be appended to."""
-    pytester_xp.makeconftest(
-        conftest_source(None).replace(
-            "def srv(xprocess):\n", "def srv(xprocess):\n    import os; os.makedirs(xprocess._session.path)\n"
-        )
-    )
-    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
-    result = pytester_xp.runpytest_subprocess("-n", "1")
-    assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(
-        ["*XProcessWarning: xprocess cannot record that it uses 'srv' (*--xstop will not stop it*"]
-    )

@@ -1,9 +1,11 @@
-"""Never pull a server from under a running session: leases between real pytest sessions (issue 14)."""
+"""Section 8, stopping and leases: terminate() and its tree, and the leases between real pytest
+sessions that keep a server from being pulled from under a session using it."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +13,101 @@ import textwrap
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
-from conftest import SLEEPER, alive, py, wait_for
+from conftest import (
+    SLEEPER,
+    alive,
+    ours_still_running,
+    py,
+    run_until_waiting,
+    starter,
+    wait_for,
+)
 
 import xprocess
 from xprocess import XProcess
 
+
+def test_terminate_ends_grandchildren_and_daemons(xp, tmp_path):
+    pids = tmp_path / "pids"
+    code = f"""
+        import os, sys, time
+        if os.fork() == 0:          # a daemon: double fork, new session, parent exits
+            os.setsid()
+            if os.fork() == 0:
+                open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)
+            os._exit(0)
+        if os.fork() == 0:          # a plain grandchild
+            open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)
+        while len(open({str(pids)!r}).read().split()) < 2 if os.path.exists({str(pids)!r}) else True:
+            time.sleep(0.01)
+        print('ready', flush=True); time.sleep(600)
+    """
+    pid = xp.ensure("tree", starter(code))[0]
+    others = [int(p) for p in pids.read_text().split()]
+    assert all(alive(p) for p in [pid, *others])
+    assert xp.getinfo("tree").terminate() == 1
+    assert not any(alive(p) for p in [pid, *others])
+    assert xp.getinfo("tree").terminate() == 0
+
+
+def test_sigterm_ignored_gets_sigkill_and_counts_as_terminated(xp):
+    code = "import signal as s, time; s.signal(s.SIGTERM, s.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    pid = xp.ensure("stubborn", starter(code))[0]
+    assert xp.getinfo("stubborn").terminate(timeout=0.2) == 1
+    assert not alive(pid)
+
+
+def test_kill_is_terminate(xp):
+    pid = xp.ensure("k", starter(SLEEPER))[0]
+    assert xp.getinfo("k").kill() == 1 and not alive(pid)
+
+
+def test_terminate_reaps_its_own_children(xp):
+    pid = xp.ensure("reap", starter(SLEEPER))[0]
+    xp.getinfo("reap").terminate()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_terminate_without_the_tree_leaves_the_children(xp):
+    code = """
+        import subprocess, sys, time
+        kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        print("ready", kid.pid, flush=True)
+        time.sleep(600)
+    """
+    started = xp.ensure("lonely", starter(code))
+    kid = int(started.match.string.split()[1])
+    try:
+        assert xp.getinfo("lonely").terminate(kill_proc_tree=False) == 1
+        assert not alive(started[0]) and alive(kid)
+    finally:
+        os.kill(kid, signal.SIGKILL)
+
+
+def test_a_stopped_process_is_never_reused_and_is_stopped_for_good(xp):
+    """Issue 21, item 9: a server frozen with SIGSTOP still has its port accepted by the kernel,
+    so a connect check passes, yet it answers nothing: it is restarted, and the old one, which
+    cannot handle its SIGTERM while stopped, is continued so that it does."""
+    handled = xp.rootdir / "handled"
+    code = (
+        f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (open({str(handled)!r}, 'w'), "
+        "sys.exit(0))); " + SLEEPER
+    )
+    first = xp.ensure("frozen", starter(code))[0]
+    os.kill(first, signal.SIGSTOP)
+    assert wait_for(lambda: psutil.Process(first).status() == psutil.STATUS_STOPPED)
+    second = xp.ensure("frozen", starter(code))[0]
+    assert second != first
+    assert not alive(first)
+    assert handled.exists()  # its SIGTERM handler ran: it was continued, not SIGKILLed after the grace
+
+
 # who holds a lease is read from Linux's /proc/locks; elsewhere (or through psutil) it is unknown
 names_holders = pytest.mark.skipif(not xprocess._PROC_FS, reason="a lease's holders are read from Linux's /proc/locks")
+
 
 CONFTEST = f"""
     import os, pytest
@@ -33,6 +122,7 @@ CONFTEST = f"""
     def srv(xprocess):
         return xprocess.ensure("srv", Server, restart=bool(os.environ.get("RESTART")))
 """
+
 
 # Session B: uses srv until the file "release" appears, checking all along that it still runs.
 LONG_TEST = """
@@ -337,3 +427,126 @@ def test_xstop_leaves_running_what_another_session_is_starting(sessions):
     a = run_a(sessions.path, "--xstop", "test_quick.py")  # nobody starting it: now it is stopped
     assert a.returncode == 0, a.stdout + a.stderr
     assert not alive(pid)
+
+
+def test_xstop_stops_what_the_session_used_even_on_a_full_disk(tiny_disk):
+    (tiny_disk / "pytest.ini").write_text("[pytest]\n")
+    (tiny_disk / "conftest.py").write_text(
+        textwrap.dedent(f"""
+        import os, contextlib
+        from xprocess import ProcessStarter
+        class S(ProcessStarter):
+            args = {py(SLEEPER)!r}
+            pattern = "ready"
+        def test_fill_the_disk(xprocess):
+            xprocess.ensure("srv", S)
+            fd = os.open("filler", os.O_WRONLY | os.O_CREAT)
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"x" * 4096)
+            os.close(fd)
+    """)
+    )
+    (tiny_disk / "conftest.py").rename(tiny_disk / "test_full.py")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--xstop"],
+        cwd=tiny_disk,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "srv: started in" in done.stdout and "terminated at end" in done.stdout
+    assert ours_still_running(tiny_disk) == []
+
+
+def test_a_server_this_pytest_may_not_signal_is_reported_as_failed_to_terminate(pytester_xp):
+    """The -1 of terminate(): a server that runs as another user (here nobody, through
+    popen_kwargs) and a pytest without the right to signal other users (CAP_KILL dropped)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("starting a server as another user needs root (and setpriv to drop CAP_KILL)")
+    pytester_xp.makeconftest(
+        """
+        import pytest
+        from xprocess import ProcessStarter
+
+        class Starter(ProcessStarter):
+            args = ["sleep", "600"]
+            pattern = None
+            popen_kwargs = {"user": 65534, "group": 65534}
+            def startup_check(self):
+                return True
+
+        @pytest.fixture
+        def srv(xprocess):
+            return xprocess.ensure("srv", Starter)
+        """
+    )
+    pytester_xp.makepyfile(
+        """
+        def test_terminate_fails(srv, xprocess):
+            info = xprocess.getinfo("srv")
+            assert info.terminate(timeout=0.1) == -1
+            assert info.isrunning()
+        """
+    )
+    # this pytest loads the very module the suite imported (tests/mutate.py's copy, say)
+    load = (
+        "import importlib.util, sys, pytest\n"
+        f"spec = importlib.util.spec_from_file_location('xprocess', {xprocess.__file__!r})\n"
+        "module = sys.modules['xprocess'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        f"module._PROC_FS = {xprocess._PROC_FS!r}\n"  # and takes the same path (tox -e psutil)
+        "module._OS = module._ProcFS() if module._PROC_FS else module._Portable()\n"
+        "sys.exit(pytest.main())\n"
+    )
+    no_kill = ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", load, "-p", "no:randomly"]
+    run = pytester_xp.run(*no_kill, "--xstop")
+    assert run.ret == 0, run.outlines
+    run.stdout.fnmatch_lines(["srv: started in * s, FAILED to terminate at end"])
+    info = XProcess(None, pytester_xp.path).getinfo("srv")
+    assert info.isrunning()
+    kill = pytester_xp.run(*no_kill, "--xkill")
+    assert kill.ret == 1
+    kill.stdout.fnmatch_lines([f"{info.pid} srv FAILED TO TERMINATE"])
+    assert info.isrunning() and psutil.Process(info.pid).uids().real == 65534
+    assert info.terminate() == 1  # this pytest may signal it
+
+
+def test_xkill_while_another_session_waits(pytester_xp):
+    run, pid = run_until_waiting(pytester_xp)
+    kill = pytester_xp.runpytest_subprocess("--xkill")
+    kill.stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
+    out = run.communicate(timeout=60)[0]
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "exited with code -15 before it was ready" in out
+    assert not alive(pid)
+
+
+def test_a_waiting_restart_does_not_block_plain_reuse(pytester_xp):
+    """Item 10: B holds srv; A asks for a restart and waits for B; meanwhile C, whose
+    configuration matches the running server, reuses it at once instead of waiting for A."""
+    project = pytester_xp.path
+    pytester_xp.makeconftest(textwrap.dedent(CONFTEST))
+    pytester_xp.makepyfile(test_long=textwrap.dedent(LONG_TEST), test_quick="def test_quick(srv):\n    pass\n")
+    b, pid = start_b(project)
+    a = subprocess.Popen(
+        pytest_cmd("test_quick.py"),
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RESTART": "1", "STARTER_TIMEOUT": "60"},
+    )
+    try:
+        c = subprocess.run(pytest_cmd("test_quick.py"), cwd=project, capture_output=True, text=True, timeout=50)
+        assert a.poll() is None  # A still waits for B: C did not wait for A
+        assert c.returncode == 0, c.stdout
+        assert "xprocess: reused srv" in c.stdout
+        assert alive(pid)
+    finally:
+        code, out = finish_b(project, b)
+        a.communicate(timeout=60)
+    assert code == 0, out
+    assert a.returncode == 0

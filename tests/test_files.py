@@ -1,33 +1,151 @@
-""".xprocess against odd files, umask and other accounts; one deadline per ensure() (issue 19).
-
-Other accounts are real ones (``nobody``), so these need root; each test says what it checks.
-"""
+"""Section 3, files under .xprocess: modes whatever the umask, other accounts (real ones:
+``nobody``, so these need root), links, fifos and devices planted there, the name lock, the
+.gitignore, earlier logs, a full or read-only disk (a tmpfs: root)."""
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import SLEEPER, alive, conftest_source, py, starter
+from conftest import (
+    SLEEPER,
+    Good,
+    alive,
+    conftest_source,
+    ours_still_running,
+    py,
+    starter,
+    terminate_all,
+    wait_for,
+)
 
 import xprocess
 from xprocess import StartupTimeoutError, XProcess, XProcessError
 
+
+def test_earlier_logs_are_bounded_and_persist_logs_false_keeps_none(xp):
+    for _ in range(xprocess.KEPT_LOGS + 2):
+        xp.ensure("logs", starter(SLEEPER), restart=True)
+    control = xp.statedir / "logs"
+    kept = sorted(p.name for p in control.glob("xprocess.log*"))
+    assert kept == ["xprocess.log"] + [f"xprocess.log.{i}" for i in range(1, xprocess.KEPT_LOGS + 1)]
+    xp.ensure("logs", starter(SLEEPER), restart=True, persist_logs=False)
+    assert sorted(p.name for p in control.glob("xprocess.log*")) == ["xprocess.log"]
+
+
+def test_getinfo_creates_nothing(xp):
+    info = xp.getinfo("nothing")
+    assert info.pid is None and not info.isrunning() and info.terminate() == 0
+    assert not xp.statedir.exists()
+
+
+def test_state_dir_has_a_gitignore(xp):
+    xp.ensure("gi", starter(SLEEPER))
+    assert (xp.statedir / ".gitignore").read_text() == "*\n"
+
+
+def test_unwritable_state_dir_is_a_clear_error(tmp_path):
+    # a file where the state directory should be: the same error a read-only disk gives
+    (tmp_path / ".xprocess").write_text("")
+    with XProcess(None, tmp_path) as xp, pytest.raises(XProcessError, match=re.escape(str(tmp_path / ".xprocess"))):
+        xp.ensure("ro", Good)
+
+
+def test_different_names_do_not_wait_for_each_other(tmp_path):
+    """'first' gets ready only after 'second' started: with one lock for both, this would time out."""
+    flag = tmp_path / "second-started"
+    first = (
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(flag)!r}): time.sleep(0.01)\n"
+        "print('ready', flush=True); time.sleep(600)"
+    )
+    session = (
+        "import sys; from xprocess import XProcess, ProcessStarter\n"
+        f"S = type('S', (ProcessStarter,), dict(args=[sys.executable, '-c', {first!r}], pattern='ready', timeout=30))\n"
+        f"with XProcess(None, {str(tmp_path)!r}) as xp: xp.ensure('first', S)\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", session])
+    try:
+        assert wait_for((tmp_path / ".xprocess" / "first" / "state.jsonl").exists, 30)
+        with XProcess(None, tmp_path) as xp:
+            second = f"import time; open({str(flag)!r}, 'w').close(); print('ready', flush=True); time.sleep(600)"
+            xp.ensure("second", starter(second, timeout=30))
+        assert other.wait(60) == 0
+    finally:
+        other.kill()
+        other.wait()
+
+        terminate_all(tmp_path / ".xprocess")
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_state(tiny_disk):
+    with XProcess(None, tiny_disk) as xp:
+        xp.ensure("warmup", Good)  # the state directory exists; now fill the disk
+        xp.getinfo("warmup").terminate()
+        fd = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+        os.close(fd)
+        with pytest.raises(XProcessError, match=re.escape(str(tiny_disk / ".xprocess"))) as excinfo:
+            xp.ensure("full", Good)
+        assert "No space left" in str(excinfo.value)
+        control = tiny_disk / ".xprocess" / "full"
+        assert not any(p.name.startswith(("state", ".state")) for p in control.iterdir())
+        assert ours_still_running(tiny_disk) == []
+
+
+def test_read_only_state_dir_is_a_clear_error(tiny_disk):
+    with XProcess(None, tiny_disk) as xp:
+        xp.ensure("warmup", Good)
+        xp.getinfo("warmup").terminate()
+        subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+        with pytest.raises(XProcessError, match=re.escape(str(tiny_disk / ".xprocess" / "ro"))) as excinfo:
+            xp.ensure("ro", Good)
+        assert "Read-only file system" in str(excinfo.value)
+
+
+def test_the_lock_wait_times_out_while_another_session_starts_it(xp):
+    control = xp.statedir / "locked"
+    control.mkdir(parents=True)
+    holder = subprocess.Popen(
+        py(f"""
+            import fcntl, os, sys, time
+            fd = os.open({str(control / "lock")!r}, os.O_RDONLY | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            print("held", flush=True)
+            time.sleep(600)
+        """),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(StartupTimeoutError, match=r"another session held .*lock.* until the timeout"):
+            xp.ensure("locked", starter(SLEEPER, timeout=1))
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="another account's files need root to make")
+
+
 NOBODY = 65534
 
 
 def as_nobody(code: str) -> subprocess.CompletedProcess[str]:
     """Run Python ``code`` as the nobody account (with the system's Python: a virtualenv's may
     live where nobody may not read, as under /root)."""
-    import shutil
 
     python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     return subprocess.run(
@@ -83,7 +201,6 @@ def test_another_account_cannot_lock_or_read_anything():
     """Item 1: another account cannot flock the start lock (which would fail every start) or the
     log the leases live on, nor read the state, even where it may pass through the directories
     (a starter that runs its server as that account makes them 0711)."""
-    import shutil
     import tempfile
 
     project = Path(tempfile.mkdtemp(prefix=f"xprocess-it-{os.getpid()}-"))  # pytest's tmp_path is 0700: not reachable
@@ -199,53 +316,6 @@ def test_a_log_replaced_by_a_fifo_or_device_is_not_read_for_a_report(pytester_xp
     assert "INTERNALERROR" not in result.stdout.str()
 
 
-def test_a_function_in_popen_kwargs_does_not_restart_every_run(pytester_xp):
-    """Item 5: a function's repr holds its memory address, different in every run; the
-    configuration names it by module and qualified name instead."""
-    pytester_xp.makeconftest(
-        conftest_source(pytester_xp.path / "starts", extra='popen_kwargs = {"preexec_fn": lambda: os.nice(1)}')
-        .replace("import sys, pytest", "import os, sys, pytest")
-    )
-    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
-    assert pytester_xp.runpytest_subprocess().ret == 0
-    second = pytester_xp.runpytest_subprocess()
-    assert second.ret == 0
-    second.stdout.fnmatch_lines(["xprocess: reused srv"])
-    assert (pytester_xp.path / "starts").read_text() == "x"
-
-
-@pytest.mark.skipif(
-    not (sys.platform.startswith("linux") and hasattr(os, "pidfd_open")),
-    reason="the evented wait is Linux's (inotify, pidfd); elsewhere waits poll",
-)
-def test_a_nested_ensure_leaves_the_outer_wait_and_later_waits_evented(xp):
-    """Item 6: ensure() called from a startup_check: the inner wait has watches of its own, the
-    outer ones come back, and no pidfd is left registered: once the inner server exits, a later
-    wait still sleeps on its events instead of waking at once (a spin at 100 % CPU)."""
-    import resource
-
-    inner = starter(SLEEPER)
-
-    class Outer(xprocess.ProcessStarter):
-        pattern = "ready"
-        args = py(SLEEPER)
-
-        def startup_check(self) -> bool:
-            xp.ensure("inner", inner)
-            return True
-
-    xp.ensure("outer", Outer)
-    assert xp.getinfo("inner").terminate() == 1
-    slow = "import time; time.sleep(1); print('ready', flush=True); time.sleep(600)"
-    before = resource.getrusage(resource.RUSAGE_THREAD)
-    xp.ensure("later", starter(slow))
-    after = resource.getrusage(resource.RUSAGE_THREAD)
-    switches = after.ru_nvcsw - before.ru_nvcsw
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    assert switches < 40, f"{switches} voluntary context switches during a 1 s wait: a leaked watch?"
-    assert cpu < 0.5, f"{cpu:.2f} s of CPU during a 1 s wait: it spins on a leaked watch"  # counted, not timed
-
-
 def test_a_failed_first_start_keeps_the_gitignore(xp):
     """Item 7: a starter that created files (PostgreSQL's makes data/) then fails: .xprocess
     stays, and so does its .gitignore (git would see logs, state and a cluster)."""
@@ -272,58 +342,75 @@ def test_a_removed_gitignore_comes_back(xp):
     assert (xp.statedir / ".gitignore").read_text() == "*\n"
 
 
-def test_the_lock_wait_and_the_start_share_one_deadline(xp):
-    """Item 9: the timeout is the whole wait. Another session holds the start lock for 1.5 s and
-    the process needs 1 s more to be ready: with a timeout of 2 s that is a timeout, where a full
-    timeout for each would have succeeded."""
-    control = xp.getinfo("srv").controldir
-    control.mkdir(parents=True)
-    os.chmod(xp.statedir, 0o700)
-    lock = os.open(control / "lock", os.O_RDONLY | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    release = threading.Timer(1.5, lambda: os.close(lock))
-    release.start()
-    slow = "import time; time.sleep(1); print('ready', flush=True); time.sleep(600)"
-    try:
-        with pytest.raises(StartupTimeoutError):
-            xp.ensure("srv", starter(slow, timeout=2))
-    finally:
-        release.join()
-
-
-def test_a_waiting_restart_does_not_block_plain_reuse(pytester_xp):
-    """Item 10: B holds srv; A asks for a restart and waits for B; meanwhile C, whose
-    configuration matches the running server, reuses it at once instead of waiting for A."""
-    from test_leases import CONFTEST, LONG_TEST, finish_b, pytest_cmd, start_b
-
-    project = pytester_xp.path
-    pytester_xp.makeconftest(textwrap.dedent(CONFTEST))
-    pytester_xp.makepyfile(test_long=textwrap.dedent(LONG_TEST), test_quick="def test_quick(srv):\n    pass\n")
-    b, pid = start_b(project)
-    a = subprocess.Popen(
-        pytest_cmd("test_quick.py"),
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "RESTART": "1", "STARTER_TIMEOUT": "60"},
-    )
-    try:
-        c = subprocess.run(pytest_cmd("test_quick.py"), cwd=project, capture_output=True, text=True, timeout=50)
-        assert a.poll() is None  # A still waits for B: C did not wait for A
-        assert c.returncode == 0, c.stdout
-        assert "xprocess: reused srv" in c.stdout
-        assert alive(pid)
-    finally:
-        code, out = finish_b(project, b)
-        a.communicate(timeout=60)
-    assert code == 0, out
-    assert a.returncode == 0
-
-
 class _nothing:
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_planted_symlinks_are_not_followed(xp, tmp_path):
+    target = tmp_path / "target"
+    control = xp.statedir / "planted"
+    control.mkdir(parents=True)
+    (control / "lock").symlink_to(target)  # a lock planted as a link: replaced, not created
+    xp.ensure("planted", starter(SLEEPER))
+    assert not target.exists()
+    assert not (control / "lock").is_symlink()
+
+    target.write_text("precious\n")
+
+    class SwapsItsState(xprocess.ProcessStarter):
+        args = py(SLEEPER)
+        pattern = "ready"
+
+        def startup_check(self) -> bool:  # during the start, state.jsonl becomes a link
+            state = self.control_dir / "state.jsonl"
+            state.unlink()
+            state.symlink_to(target)
+            return True
+
+    xp.ensure("planted", SwapsItsState, restart=True)
+    assert target.read_text() == "precious\n"
+    assert xp.getinfo("planted").isrunning()  # its state was replaced by a whole, trusted one
+
+    log = control / "xprocess.log"
+    log.unlink()
+    log.symlink_to(target)  # a log link: a read never follows it
+    with pytest.raises(OSError):
+        xp.ensure("planted", SwapsItsState).logfile.read()
+
+
+def test_a_symlinked_control_directory_is_refused(xp, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    xp.statedir.mkdir()
+    (xp.statedir / "linked").symlink_to(elsewhere)
+    with pytest.raises(xprocess.XProcessError, match=r"symbolic link.*Remove it"):
+        xp.ensure("linked", starter(SLEEPER))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_one_logfile_per_name_however_often_it_is_ensured(xp):
+    Starter = starter(SLEEPER)
+    xp.ensure("many", Starter).logfile  # noqa: B018 - the first opens it
+    before = len(os.listdir("/proc/self/fd"))
+    files = {id(xp.ensure("many", Starter).logfile) for _ in range(200)}
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(files) == 1
+
+
+def test_reuse_in_a_read_only_project(tiny_disk):
+    with XProcess(None, tiny_disk) as xp:
+        first = xp.ensure("ro", starter(SLEEPER))[0]
+    ro = tiny_disk / ".xprocess"
+    subprocess.run(["mount", "--bind", str(ro), str(ro)], check=True)  # the same path, now read-only
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+    try:
+        with XProcess(None, tiny_disk) as xp:
+            assert xp.ensure("ro", starter(SLEEPER))[0] == first
+            with pytest.raises(xprocess.XProcessError, match="Read-only file system"):
+                xp.ensure("ro", starter(SLEEPER), restart=True)
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)

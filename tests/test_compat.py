@@ -1,15 +1,17 @@
-"""Suites written for pytest-xprocess run unchanged: shaped like the ones people have (issue 9)."""
+"""Suites written for pytest-xprocess 0.x and 1.x run unchanged: shaped like the ones people have,
+run through pytester."""
 
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 
 import psutil
 import pytest
-from conftest import SLEEPER, alive, conftest_source, py, starter
+from conftest import SLEEPER, alive, conftest_source, py, recorded_pid, starter
 
-from xprocess import XProcess, XProcessError
+from xprocess import XProcess, XProcessError, _show
 
 # A dev_server fixture as web frameworks' suites write it: one server per test, named from the
 # test id, restarted each time, its pattern a cached property that sends the new server a request
@@ -54,6 +56,7 @@ DEV_SERVER_CONFTEST = """
 
         return start
 """
+
 
 DEV_SERVER_TESTS = """
     import urllib.request
@@ -184,7 +187,6 @@ def test_messages_and_xshow_quote_arguments(xp):
     with pytest.raises(XProcessError) as excinfo:
         xp.ensure("quoted", starter("", args=args))
     assert "-c 'import sys; print('\"'\"'boom'\"'\"'); sys.exit(3)' '' 'two words'" in str(excinfo.value)
-    from xprocess import _show
 
     xp.ensure("quoted", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "", "two words"]))
     assert "    $ sh -c 'echo ready; exec sleep 600' '' 'two words'" in _show([xp.getinfo("quoted")])
@@ -198,3 +200,137 @@ def test_paths_are_pathlib_and_rootdir_is_the_project(pytester_xp):
         info = xp.getinfo("paths")
         assert log == info.logpath and log.read_text() == "ready\n"
         assert info.controldir.parent == xp.rootdir / ".xprocess"
+
+
+def test_a_1x_suite_with_an_xprocess_subclass_passing_log(pytester_xp):
+    pytester_xp.makeconftest(
+        textwrap.dedent(f"""
+        import logging, sys
+        import pytest
+        from xprocess import ProcessStarter, XProcess
+
+        class Log:
+            def __init__(self):
+                self.lines = []
+            def debug(self, msg, *args):
+                self.lines.append(msg % args if args else msg)
+
+        class MyXProcess(XProcess):
+            def __init__(self, config, rootdir, log=None):
+                super().__init__(config, rootdir, log)
+
+        @pytest.fixture(scope="session")
+        def myxprocess(pytestconfig):
+            log = Log()
+            with MyXProcess(pytestconfig, pytestconfig.rootpath, log) as xp:
+                yield xp
+            # what 1.x subclasses do with it
+            assert xp.log is log
+
+        class Starter(ProcessStarter):
+            pattern = "ready"
+            args = [{sys.executable!r}, "-c", {SLEEPER!r}]
+
+        @pytest.fixture
+        def srv(myxprocess):
+            myxprocess.log.debug("starting %s", "srv")
+            pid, logpath = myxprocess.ensure("srv", Starter)
+            yield pid
+            myxprocess.getinfo("srv").terminate()
+        """)
+    )
+    pytester_xp.makepyfile("def test_a(srv):\n    assert srv > 0\n")
+    pytester_xp.runpytest_subprocess().assert_outcomes(passed=1)
+    assert XProcess(None, pytester_xp.path).log.name == "xprocess"  # without one: the module's logger
+
+
+def test_a_1x_preparefunc_returning_a_starter(pytester_xp):
+    pytester_xp.makeconftest(
+        textwrap.dedent(f"""
+        import sys
+        import pytest
+        from xprocess import ProcessStarter
+
+        @pytest.fixture(params=["instance", "class"])
+        def srv(xprocess, request):
+            def preparefunc(control_dir, process):
+                class Starter(ProcessStarter):
+                    pattern = "ready"
+                    args = [{sys.executable!r}, "-c", {SLEEPER!r}]
+                    env = {{"WHERE": str(control_dir)}}
+                return Starter(control_dir, process) if request.param == "instance" else Starter
+
+            pid, logpath = xprocess.ensure("srv-" + request.param, preparefunc)
+            yield pid
+            xprocess.getinfo("srv-" + request.param).terminate()
+        """)
+    )
+    pytester_xp.makepyfile("def test_a(srv):\n    assert srv > 0\n")
+    pytester_xp.runpytest_subprocess().assert_outcomes(passed=2)
+
+
+def test_0x_preparefuncs_still_take_one_argument(xp):
+    def one(cwd):
+        return "ready", py(SLEEPER)
+
+    def with_a_default(cwd, more=None):  # accepts two: called with two, its tuple still counts
+        return "ready", py(SLEEPER), None
+
+    assert xp.ensure("one", one).match is not None
+    assert xp.ensure("default", with_a_default).match is not None
+
+
+def test_a_preparefunc_returning_something_else_is_a_type_error(xp):
+    with pytest.raises(TypeError, match=r"preparefunc must return .* or a ProcessStarter, it returned 42"):
+        xp.ensure("bad", lambda control_dir, process: 42)
+
+
+def test_compatible_with_a_pytest_xprocess_1_conftest(pytester_xp):
+    """The example from pytest-xprocess 1.0.2's documentation, unchanged."""
+    pytester_xp.makepyfile(
+        server="""
+        import socket, sys
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0)); s.listen()
+        open("port", "w").write(str(s.getsockname()[1]))
+        print("Server has started!", flush=True)
+        while True:
+            c, _ = s.accept(); c.sendall(b"pong"); c.close()
+        """
+    )
+    pytester_xp.makeconftest(
+        f"""
+        import socket
+        import pytest
+        from xprocess import ProcessStarter
+
+        @pytest.fixture
+        def myserver(xprocess):
+            class Starter(ProcessStarter):
+                pattern = "[Ss]erver has started!"
+                args = [{sys.executable!r}, {str(pytester_xp.path / "server.py")!r}]
+                timeout = 45
+                max_read_lines = 100
+                terminate_on_interrupt = True
+
+                def startup_check(self):
+                    port = int((self.control_dir / "port").read_text())
+                    with socket.create_connection(("127.0.0.1", port)) as c:
+                        return c.recv(4) == b"pong"
+
+            logfile = xprocess.ensure("myserver", Starter)
+            port = int((xprocess.getinfo("myserver").controldir / "port").read_text())
+            yield port
+            xprocess.getinfo("myserver").terminate()
+        """
+    )
+    pytester_xp.makepyfile(
+        """
+        import socket
+        def test_ping(myserver):
+            with socket.create_connection(("127.0.0.1", myserver)) as c:
+                assert c.recv(4) == b"pong"
+        """
+    )
+    pytester_xp.runpytest_subprocess().assert_outcomes(passed=1)
+    assert not alive(recorded_pid(pytester_xp, "myserver"))

@@ -1,0 +1,103 @@
+"""Section 5, the record: state.jsonl as written, read back, cut short, unreadable or garbage."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+from conftest import (
+    SLEEPER,
+    alive,
+    make_project,
+    ours_still_running,
+    recorded_pid,
+    starter,
+)
+
+import xprocess
+from xprocess import XProcess
+
+
+@pytest.mark.parametrize("content", ["", '{"version": 1, "pid": 12', "garbage\x00", '{"version": 99}', "[]"])
+def test_unreadable_state_means_not_running_with_a_warning(xp, content):
+    control = xp.statedir / "bad"
+    control.mkdir(parents=True)
+    (control / "state.jsonl").write_text(content)
+    with pytest.warns(xprocess.XProcessWarning, match="not running"):
+        assert not xp.getinfo("bad").isrunning()
+    with pytest.warns(xprocess.XProcessWarning):
+        assert xp.ensure("bad", starter(SLEEPER)).match.string == "ready\n"
+    assert xp.getinfo("bad").isrunning()
+
+
+def test_state_is_a_start_record_and_a_whole_ready_line(xp):
+    xp.ensure("atomic", starter(SLEEPER))
+    control = xp.statedir / "atomic"
+    assert sorted(p.name for p in control.iterdir()) == ["lock", "state.jsonl", "xprocess.log"]
+    start, ready = (json.loads(line) for line in (control / "state.jsonl").read_text().splitlines())
+    assert start["ready"] is False and ready == {
+        "ready": True,
+        "match": "ready\n",
+        "pattern": ["ready", 32],
+        "port": None,
+    }
+
+
+def test_a_ready_line_cut_short_means_never_ready(xp):
+    """A crash while appending the ready line: the process is not trusted, it is restarted."""
+    first = xp.ensure("torn", starter(SLEEPER))[0]
+    path = xp.statedir / "torn" / "state.jsonl"
+    path.write_text(path.read_text().splitlines()[0] + '\n{"ready": tr')
+    assert xp.getinfo("torn").isrunning()  # alive, but never became ready as far as we know
+    second = xp.ensure("torn", starter(SLEEPER))[0]
+    assert second != first and not alive(first)
+
+
+def test_a_failed_state_write_terminates_the_child_it_just_spawned(tiny_disk):
+    """The state of the running process is there; the restart's write fails (disk full)."""
+    with XProcess(None, tiny_disk) as xp:
+        first = xp.ensure("full", starter(SLEEPER))[0]
+        fd = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+        os.close(fd)
+        with pytest.raises(xprocess.XProcessError, match="No space left"):
+            xp.ensure("full", starter(SLEEPER), restart=True)
+        assert not alive(first)
+        assert ours_still_running(tiny_disk) == []
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ['{"pid": -5}', "[" * 100_000, '{"pid": NaN}', '{"pid": 99999999999999999999}', '{"pid": {"a": [1]}}', "\x00"],
+)
+def test_bad_state_for_one_name_is_a_warning_and_the_others_are_handled(pytester_xp, garbage):
+    make_project(pytester_xp.path)
+    assert pytester_xp.runpytest_subprocess().ret == 0
+    good = XProcess(None, pytester_xp.path).getinfo("srv").pid
+    state = pytester_xp.path / ".xprocess" / "bad" / "state.jsonl"
+    state.parent.mkdir()
+    recorded = json.loads((pytester_xp.path / ".xprocess" / "srv" / "state.jsonl").read_text().splitlines()[0])
+    if garbage.startswith('{"pid"'):  # a real record but for one value
+        garbage = json.dumps({**recorded, "pid": None})[:-1].replace('"pid": null', garbage[1:-1]) + "}"
+    state.write_text(garbage)
+    for option in ("--xshow", "--xkill"):
+        result = pytester_xp.runpytest_subprocess(option)
+        assert result.ret == 0, result.stdout.str() + result.stderr.str()
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+        result.stdout.fnmatch_lines(["bad *DEAD *- *" if option == "--xshow" else "- bad NO PROCESS FOUND"])
+    assert not alive(good)  # --xkill went on to the healthy one
+
+
+def test_xkill_ends_a_server_whose_state_is_garbage(project):
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+    pid = recorded_pid(project)
+    (project.path / ".xprocess" / "srv" / "state.jsonl").write_text("garbage")
+    kill = project.runpytest_subprocess("--xkill")
+    assert kill.ret == 0
+    kill.stdout.fnmatch_lines(["- srv TERMINATED"])
+    kill.stderr.fnmatch_lines(["*state.jsonl is not valid JSON lines*"])
+    assert not alive(pid)
