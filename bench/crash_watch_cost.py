@@ -3,8 +3,8 @@
 Usage: python bench/crash_watch_cost.py [--portable]
 
 Starts 1, 4 and 16 sleeping processes through ``XProcess`` in a scratch project, then times what
-the plugin's hooks add to each test for the watch: one look at the start of the test's setup and
-one look (with its report sections) after each of its three reports. Prints the median, over
+the plugin's hooks add to each test that passes: the look for crashes at the start of its setup
+and the report sections (a look again) after each of its three reports. Prints the median, over
 rounds of 1000 tests, of the cost per test and per process. ``--portable`` hides
 ``os.pidfd_open`` to time the fallback (signal 0 and the start of each pid) that macOS takes.
 """
@@ -34,17 +34,14 @@ class Sleeper(xprocess.ProcessStarter):
 
 
 def per_test(xp: xprocess.XProcess) -> float:
-    """Seconds per test of the watch's work, as the hooks do it."""
-    assert xp._watch is not None
-    sections = xp._watch.sections
+    """Seconds per test of what the hooks call, for a test that passes."""
+    session = xp._session
     t0 = time.perf_counter()
     for i in range(TESTS):
         nodeid = f"test_a.py::test_{i}"
-        xp._look()  # pytest_runtest_setup
-        xp._test = nodeid
+        session.test_starts(nodeid)  # pytest_runtest_setup
         for _ in range(3):  # pytest_runtest_makereport: setup, call, teardown
-            xp._look()
-            sections(nodeid)
+            session.sections(nodeid, False)
     return (time.perf_counter() - t0) / TESTS
 
 
@@ -60,7 +57,7 @@ def main() -> None:
                 each = median / count
                 print(f"  {count:2d} processes: {median * 1e6:6.2f} us per test, {each * 1e6:6.2f} us per process")
         finally:
-            for info in xp._infos([]):
+            for info in xprocess._recorded_infos(xp, []):
                 info.terminate(timeout=2)
 
 
