@@ -50,21 +50,13 @@ import pytest
 # not load it), ctypes (inotify, prctl), http.client and ssl (the HTTP probe), pwd (a message),
 # fcntl (not on Windows, where the plugin loads but refuses to start).
 
-__all__ = [
-    "ProcessStarter",
-    "XProcess",
-    "XProcessInfo",
-    "XProcessError",
-    "ProcessExitedError",
-    "StartupTimeoutError",
-    "XProcessWarning",
-]
+__all__ = ["ProcessStarter", "XProcess", "XProcessInfo", "XProcessError", "ProcessExitedError"]
+__all__ += ["StartupTimeoutError", "XProcessWarning"]
 
 
+# pytest and pluggy examine every name a plugin module lists at each start-up (a third of this
+# plugin's start-up cost went there): the private helpers are not listed.
 def __dir__() -> list[str]:
-    """What ``dir(xprocess)`` lists: the API and the pytest hooks. pytest and pluggy examine every
-    name a plugin module lists, at every start-up (a third of this plugin's start-up cost went
-    there); the private helpers need not be examined."""
     return [*__all__, "xprocess", *(name for name in globals() if name.startswith("pytest_"))]
 
 
@@ -156,8 +148,7 @@ class XProcessWarning(UserWarning):
 
 
 class _InUse(Exception):
-    """Another session holds the process, or is starting it (``holders`` says who): it may not be
-    stopped now. It never leaves ``ensure()`` or :func:`_stop`."""
+    """Another session holds the process, or is starting it (``holders``): not to be stopped now."""
 
     def __init__(self, holders: str) -> None:
         super().__init__(holders)
@@ -333,11 +324,9 @@ class _Spec(SimpleNamespace):
 # whose properties do work (create a cluster, pick a port) does it in one session at a time. The
 # checks run in a fixed order, so the first error a user sees does not change.
 def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess) -> _Spec:
-    """Turn a ``preparefunc`` or a ``ProcessStarter`` into a checked :class:`_Spec`.
-
-    :raises TypeError, ValueError, FileNotFoundError: naming the bad value; nothing was started.
-    :raises XProcessError: a config file cannot be read, a required process does not run.
-    """
+    """A ``preparefunc`` or ``ProcessStarter`` as a checked :class:`_Spec`, else ``TypeError``,
+    ``ValueError`` or ``FileNotFoundError`` naming the bad value, or ``XProcessError`` (a config
+    file cannot be read, a required process does not run)."""
     __tracebackhide__ = True  # a bad starter's error shows the caller's line, not the plugin's
     where = f"xprocess {name!r}"
     s = _starter_instance(where, starter, info.controldir, process)
@@ -416,7 +405,7 @@ def _checked_popen_kwargs(where: str, kwargs: object, control_dir: Path) -> tupl
     owned = sorted(_OWNED_POPEN_KWARGS.intersection(kwargs))
     if owned:
         raise ValueError(f"{where}: popen_kwargs may not set {', '.join(owned)}: the plugin owns them")
-    unknown = sorted(set(kwargs) - _popen_keywords())
+    unknown = sorted(set(kwargs) - set(inspect.signature(subprocess.Popen).parameters))
     if unknown:  # fails here, not in Popen after the old process was stopped
         raise TypeError(f"{where}: popen_kwargs has arguments subprocess.Popen does not take: {', '.join(unknown)}")
     checked = {"stdin": subprocess.DEVNULL, **kwargs}
@@ -465,18 +454,12 @@ def _check_name(name: object) -> str:
 
 
 def _stable_repr(value: object) -> str:
-    """What stands for a value JSON cannot hold, in a fingerprint: the same in every run (a
-    function's repr holds its address: it is named by module and qualified name instead)."""
+    """A value JSON cannot hold, in a fingerprint, as the same text in every run (not its address)."""
     if isinstance(value, functools.partial):
         return f"functools.partial({_stable_repr(value.func)}, {value.args!r}, {value.keywords!r})"
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     return repr(value)
-
-
-@functools.lru_cache(maxsize=1)
-def _popen_keywords() -> frozenset[str]:
-    return frozenset(inspect.signature(subprocess.Popen).parameters)
 
 
 @functools.lru_cache(maxsize=64)
@@ -486,11 +469,9 @@ def _resolved(path: Path) -> Path:
 
 
 def _config_digests(name: str, paths: object, rootdir: Path) -> dict[str, str]:
-    """A digest of each config file's content, keyed by the path as the starter gave it (relative:
-    from the project directory; a link is followed, as a user's config may be one).
+    """A digest of each config file (relative: to the project; a link is followed), keyed by the
+    path as given; ``XProcessError`` if one is missing, unreadable, not a regular file or too big."""
 
-    :raises XProcessError: a file is missing, unreadable, not a regular file or too big.
-    """
     __tracebackhide__ = True
     import hashlib
 
@@ -542,8 +523,7 @@ def _required_starts(name: str, names: object, process: XProcess) -> dict[str, s
 
 
 def _choose_port(control_dir: Path, process: Any) -> int:
-    """The kept port of ``control_dir`` if its process runs or the port is free, else a free one
-    (kept, when the control directory exists). Called under the name's lock during a start."""
+    """The kept port of ``control_dir`` if its process runs or it is free, else a free one (kept)."""
     path = control_dir / PORT_NAME
     try:
         with _open_private(path) as f:
@@ -585,9 +565,8 @@ def _port_free(port: int) -> bool:
 def _open_checked(
     path: Path | str, flags: int = os.O_RDONLY, *, owned: bool = False, ident: Any = None, follow: bool = False
 ) -> int:
-    """The one ``os.open`` of the files the plugin keeps: not through a link (unless ``follow``), not
-    blocking, a regular file only (``owned``: this user's; ``ident``: that (device, inode)), else
-    ``OSError`` saying why."""
+    """The one ``os.open`` of kept files: no link (unless ``follow``), no blocking, a regular file
+    only (``owned``: this user's; ``ident``: that (device, inode)), else ``OSError`` saying why."""
     fd = os.open(path, flags | (_SAFE_OPEN & ~os.O_NOFOLLOW if follow else _SAFE_OPEN), 0o600)
     st = os.fstat(fd)
     problem = ""
@@ -610,8 +589,7 @@ def _open_private(path: Path) -> IO[bytes]:
 
 
 def _write_private(path: Path, data: bytes, how: str = "replace") -> None:
-    """Write ``data`` to ``path``, never through a link planted there: "replace" it atomically
-    (readers see the old or the new file; a link in its place is replaced), "append" it in one
+    """Write ``data`` to ``path``, never through a link: "replace" it atomically, "append" it in one
     write(2) (readers see whole lines), or "create" it (``FileExistsError`` if something is there)."""
     if how != "replace":
         fd = _open_checked(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if how == "append" else os.O_EXCL))
@@ -663,8 +641,7 @@ def _user(uid: int) -> str:
 
 
 def _make_dirs(info: XProcessInfo) -> list[Path]:
-    """Create the state and control directories as needed (0700, whatever the umask), with the state
-    directory's ``.gitignore``, and return what was created; existing ones must be private."""
+    """Create the state and control directories (0700) and ``.gitignore`` as needed; return them."""
     statedir = info.controldir.parent
     created = []
     try:
@@ -712,8 +689,7 @@ def _undo_on_error(created: list[Path]) -> Iterator[None]:
 
 
 def _open_lock(path: Path) -> int:
-    """Open (creating) a start lock, read-only: enough for flock. A link planted in its place is
-    replaced; in a read-only project an existing one is used; only a file of this user's is."""
+    """Open (creating) a start lock of this user's, read-only: enough for flock; a link is replaced."""
     try:
         try:
             return _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)
@@ -743,8 +719,8 @@ def _flock(fd: int, shared: bool = False) -> bool:
 
 @contextlib.contextmanager
 def _name_lock(info: XProcessInfo, deadline: _Deadline) -> Iterator[list[Path]]:
-    """Hold the start lock of ``info``'s name, creating the directories; yield what was created. The
-    OS releases it when its holder dies; a lock file replaced while we waited is taken again."""
+    """Hold the start lock of ``info``'s name (a file replaced while we waited is taken again),
+    creating the directories; yield what was created."""
     __tracebackhide__ = True
     path = info.controldir / LOCK_NAME
     while True:
@@ -771,8 +747,7 @@ def _name_lock(info: XProcessInfo, deadline: _Deadline) -> Iterator[list[Path]]:
 
 
 def _create_log(path: Path) -> int:
-    """A new, empty log for the child, in append mode (lines the child writes through a handle of
-    its own are kept); a link planted in its place is replaced, never followed."""
+    """A new, empty log in append mode (lines the child writes through a handle of its own are kept)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     try:
@@ -830,8 +805,7 @@ def _libc() -> Any:
 
 
 def _pidfd(pid: int) -> int | None:
-    """A pidfd of ``pid``: it names that very process, whatever becomes of its pid (None where there are
-    none, or it is gone); ``ValueError`` for a thread's id, which is no process."""
+    """A pidfd of ``pid`` (None where there are none, or it is gone); ``ValueError`` for a thread id."""
     try:
         return os.pidfd_open(pid)  # type: ignore[attr-defined,no-any-return,unused-ignore]
     except AttributeError:
@@ -843,28 +817,21 @@ def _pidfd(pid: int) -> int | None:
 
 
 def _spawn(spec: _Spec, marker: str, logfd: int) -> subprocess.Popen[bytes]:
-    """Run the command without a shell, in a session of its own (a Ctrl-C in the terminal does not
-    reach it), its output going to ``logfd``, ``marker`` in its environment."""
+    """Run the command without a shell, in a session of its own (a Ctrl-C does not reach it)."""
     env = dict(os.environ if spec.env is None else spec.env)
     if spec.env is None:
         env.setdefault("PYTHONUNBUFFERED", "1")  # the commonest "it hangs": a Python child buffering
     env[MARKER_ENV] = marker  # findable from the moment it runs, before its state is written
     return subprocess.Popen(
-        spec.args,
-        cwd=spec.cwd,
-        env=env,
-        stdout=logfd,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        spec.args, cwd=spec.cwd, env=env, stdout=logfd, stderr=subprocess.STDOUT, start_new_session=True,
         **spec.popen_kwargs,
-    )
+    )  # fmt: skip
 
 
 # One per session: closing an inotify instance waits for an RCU grace period (up to ~16 ms seen
 # here), so it lives until the session ends, while watches come and go cheaply.
 class _Wakeups:
-    """Wakes the readiness wait when a log grows (inotify) or a child exits (pidfd), on Linux;
-    elsewhere the waits are cut to short sleeps."""
+    """Wakes the readiness wait when a log grows (inotify) or a child exits (pidfd); else short sleeps."""
 
     def __init__(self) -> None:
         self._poll = select.poll()
@@ -929,11 +896,8 @@ class _Wakeups:
 
 
 class _LogLines:
-    """Yields each complete line appended to a log, decoded, with its end offset.
-
-    Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` and are yielded ending in ``\\n``; a line longer
-    than :data:`_MAX_LINE` bytes is cut to that length, so memory stays bounded.
-    """
+    """Each whole line appended to a log (ending at ``\\n``, ``\\r\\n`` or ``\\r``; yielded ending in
+    ``\\n``, cut to :data:`_MAX_LINE` bytes), decoded, with its end offset."""
 
     def __init__(self, path: Path, deadline: float = float("inf")) -> None:
         self._file = _open_private(path)
@@ -1002,32 +966,35 @@ def _exit_status(popen: subprocess.Popen[bytes]) -> int | None:
 
 
 class _Retry:
-    """When a step that said "not yet" is tried again: after 10 ms, then 1.5 times longer, up to 0.5 s."""
+    """A step that may say "not yet" (an ``OSError``: typically "connection refused"), tried when due:
+    at once, then after 10 ms, 1.5 times longer each time, up to 0.5 s."""
 
-    __slots__ = ("at", "delay")
+    __slots__ = ("at", "delay", "step", "value")
 
-    def __init__(self) -> None:
-        self.delay, self.at = 0.01, 0.0
+    def __init__(self, step: Callable[[], Any]) -> None:
+        self.step, self.value, self.delay, self.at = step, None, 0.01, 0.0
 
-    def later(self, now: float) -> None:
-        self.at, self.delay = now + self.delay, min(self.delay * 1.5, 0.5)
+    def due(self) -> float:
+        """Try the step if it is due; how long until the next try (0 once it gave a true value)."""
+        now = time.monotonic()
+        if now >= self.at:
+            with contextlib.suppress(OSError):
+                self.value = self.step()
+            self.at, self.delay = now + self.delay, min(self.delay * 1.5, 0.5)
+        return 0.0 if self.value else self.at - time.monotonic()
 
 
 def _wait_ready(
-    info: XProcessInfo,
-    spec: _Spec,
-    popen: subprocess.Popen[bytes],
-    wakeups: _Wakeups,
-    began: float,
-    deadline: _Deadline,
+    info: XProcessInfo, spec: _Spec, popen: subprocess.Popen[bytes], wake: _Wakeups, began: float, deadline: _Deadline
 ) -> tuple[_Spec, re.Match[str] | None, int]:
-    """Wait until the new process is ready; return the spec (with a property's pattern read), the
-    match (None without a pattern) and the offset past its line, else raise ``XProcessError``."""
+    """Wait until the process is ready: the spec (a property's pattern read), match and offset past it."""
     __tracebackhide__ = True
     lines = _LogLines(info.logpath, deadline.at)
     match, seen, end = None, 0, 0
-    read_pattern = _Retry() if spec.deferred is not None else None
-    check = _Retry() if spec.check is not None else None
+    # a pattern that is a property is read once the process runs (werkzeug's sends the new server a
+    # request and returns the line it will log for it)
+    read = _Retry(lambda: spec.with_pattern(info.name)) if spec.deferred is not None else None
+    check = _Retry(lambda: bool(spec.check())) if spec.check is not None else None  # type: ignore[misc]
 
     def failure(cls: type[XProcessError], reason: str, exitcode: int | None = None) -> XProcessError:
         __tracebackhide__ = True
@@ -1037,17 +1004,11 @@ def _wait_ready(
         while True:
             exitcode = _exit_status(popen)  # first: nothing written before an exit is missed
             sleep = deadline.remaining()
-            # 1. A pattern that is a property is read once the process runs (werkzeug's sends the
-            # new server a request and returns the line it will log for it); OSError: not yet.
-            if read_pattern is not None and exitcode is None:
-                now, retry = time.monotonic(), read_pattern
-                if now >= retry.at:
-                    try:
-                        spec, read_pattern = spec.with_pattern(info.name), None
-                    except OSError:  # typically "connection refused"
-                        retry.later(now)
-                if read_pattern is not None:
-                    sleep = min(sleep, read_pattern.at - time.monotonic())
+            # 1. The pattern, if it is a property, read.
+            if read is not None and exitcode is None:
+                sleep = min(sleep, read.due())
+                if read.value:
+                    spec, read = read.value, None
             # 2. Each whole line is searched; a last line without its newline once output paused.
             if spec.pattern is not None and match is None:
                 for line, line_end in lines.lines():
@@ -1066,20 +1027,12 @@ def _wait_ready(
                         match = spec.pattern.search(line)
                     else:
                         sleep = min(sleep, _PAUSE - idle)
-            # 3. startup_check, once the pattern matched; OSError: not yet.
-            matched = read_pattern is None and (match is not None or spec.pattern is None)
+            # 3. startup_check, once the pattern matched.
+            matched = read is None and (match is not None or spec.pattern is None)
             if matched and check is not None:
-                now = time.monotonic()
-                if now >= check.at:
-                    try:
-                        passed = bool(spec.check())  # type: ignore[misc]
-                    except OSError:  # typically "connection refused"
-                        passed = False
-                    check.later(now)
-                    if passed:
-                        check = None
-                if check is not None:
-                    sleep = min(sleep, check.at - time.monotonic())
+                sleep = min(sleep, check.due())
+                if check.value:
+                    check = None
             # 4. Ready, exited, or out of time.
             if matched and check is None:
                 return spec, match, end if spec.pattern is not None else info.logpath.stat().st_size
@@ -1088,7 +1041,7 @@ def _wait_ready(
             if deadline.expired():
                 raise failure(StartupTimeoutError, f"was not ready after its timeout of {spec.timeout:g} s")
             # 5. Sleep until the log grows, the child exits, or a step is due.
-            wakeups.wait(sleep)
+            wake.wait(sleep)
     finally:
         lines.close()
 
@@ -1150,8 +1103,7 @@ def _hints(info: XProcessInfo, spec: _Spec, exitcode: int | None, tail: list[str
 
 
 def _port_holders(port: int, prefix: str) -> list[tuple[int, str]]:
-    """Pid and command line of each process this user can see listening on TCP ``port`` that is not
-    of the name's own (its marker starts with ``prefix``)."""
+    """Pid and command line of each process listening on TCP ``port`` whose marker is not ``prefix``'s."""
     import psutil
 
     try:
@@ -1194,36 +1146,31 @@ class _State(SimpleNamespace):
         return record
 
 
+_STATE_EXTRAS: Any = {"args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float)}
+
+
 def _read_state(path: Path) -> _State | None:
-    """The recorded state, or None (with a warning if there is one that cannot be trusted or used).
-    JSON lines: the start's record, then updates; a last line without its newline is ignored (an
-    append in progress, or cut short by a crash)."""
-    problem = ""
+    """The recorded state, or None (with a warning if one cannot be trusted or used). JSON lines: the
+    start's record, then updates; a last line without its newline is ignored (an append in progress)."""
+    state: Any = None
     try:
-        fd = _open_checked(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        problem = f"cannot be read ({exc.strerror or exc}; a symbolic link is refused)"
-    else:
-        try:
-            st = os.fstat(fd)
+        with open(_open_checked(path), "rb") as f:
+            st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 problem = f"belongs to uid {st.st_uid} or is writable by others: not trusted (remove it)"
             else:
-                text = os.read(fd, min(st.st_size + 1, _MAX_STATE)).decode("utf-8")
-        except (OSError, ValueError) as exc:
-            problem = f"cannot be read ({exc})"
-        finally:
-            os.close(fd)
+                text = f.read(min(st.st_size + 1, _MAX_STATE)).decode("utf-8")
+                problem = ""
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # a symbolic link: ELOOP
+        problem = f"cannot be read ({getattr(exc, 'strerror', None) or exc}; a symbolic link is refused)"
     if not problem:
-        state: Any = None
-        try:
-            state = json.loads(text.partition("\n")[0])
+        with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
+            record = json.loads(text.partition("\n")[0])
             for line in text.split("\n")[1:-1]:
-                state.update(json.loads(line))
-        except (ValueError, TypeError, AttributeError, RecursionError):
-            state = None
+                record.update(json.loads(line))
+            state = record
         version = state.get("version") if isinstance(state, dict) else None
         if not isinstance(state, dict):
             problem = "is not valid JSON lines (empty, truncated or garbage)"
@@ -1245,15 +1192,7 @@ def _read_state(path: Path) -> _State | None:
         ):
             problem = "does not hold a recorded process"
         else:
-            kinds: dict[str, Any] = {
-                "args": list,
-                "port": int,
-                "forks": int,
-                "match": str,
-                "pattern": list,
-                "started": (int, float),
-            }
-            extra = {k: v for k, v in state.items() if k in kinds and isinstance(v, kinds[k]) and type(v) is not bool}
+            extra = {k: v for k, v in state.items() if isinstance(v, _STATE_EXTRAS.get(k, ())) and type(v) is not bool}
             return _State(
                 pid=state["pid"], start=state["start"], token=state["token"], log=tuple(state["log"]),
                 fingerprint=state["fingerprint"], ready=bool(state.get("ready")), spawned_at=extra.pop("started", None),
@@ -1266,8 +1205,7 @@ def _read_state(path: Path) -> _State | None:
 # Appending keeps the ready transition cheap: replacing a file frees the old one's blocks, which
 # costs a quarter of a millisecond on a disk mounted with ``discard``.
 def _write_state(path: Path, state: _State, update: dict[str, Any] | None = None) -> None:
-    """Replace the state file with ``state``, or append ``update`` (applied to ``state`` already) to it
-    as one line; a link planted in its place is replaced. ``XProcessError`` if it cannot be."""
+    """Replace the state file with ``state``, or append ``update`` (in ``state`` already) as one line."""
     try:
         if update is not None:
             try:
@@ -1284,8 +1222,7 @@ def _write_state(path: Path, state: _State, update: dict[str, Any] | None = None
 
 
 def _warn(message: str) -> None:
-    """Warn with an :class:`XProcessWarning` at the caller's own line (the first frame outside this
-    module, pytest and pluggy: the conftest that called ``ensure()``), once per line and message."""
+    """Warn once, with an :class:`XProcessWarning`, at the first line outside xprocess, pytest and pluggy."""
     import _pytest
     import pluggy
 
@@ -1393,8 +1330,7 @@ class _ProcFS:
         return at >= 0 and status[at + 6 :].split(None, 1)[:1] == [str(pid).encode()]
 
     def stdout_files(self, pid: int) -> list[tuple[str, tuple[int, int], int, int]]:
-        """Where ``pid``'s stdout and stderr go, if regular files: the path the kernel gives (ending in
-        " (deleted)" once removed), (device, inode), owner and fd."""
+        """Where ``pid``'s stdout and stderr go, if files: path (maybe "... (deleted)"), ident, owner, fd."""
         found = []
         for fd in (1, 2):
             link = f"/proc/{pid}/fd/{fd}"
@@ -1433,8 +1369,7 @@ class _ProcFS:
     # last one allocated, until that many forks could have wrapped past it. On a busy machine this
     # spares reading a thousand processes that are older than the server.
     def candidate_pids(self, states: Sequence[_State | None]) -> list[int]:
-        """The pids that may belong to a process started after each recorded start: all of them,
-        unless the recorded pids and the forks since prove that only the newer ones can be."""
+        """The pids that may be of processes started after each recorded start."""
         pids = self.pids()
         try:
             last = int(_read_proc("sys/kernel/ns_last_pid") or b"")
@@ -1568,8 +1503,7 @@ _OS: _ProcFS = _ProcFS() if _PROC_FS else _Portable()  # tests/psutil_path/sitec
 
 
 def _control_dir_of(path: str) -> str | None:
-    """The control directory of ``path`` if it names a log of the plugin's (current, or an
-    earlier start's), removed or not; else None."""
+    """The control directory of ``path`` if it names a log of the plugin's (removed or not), else None."""
     if path.endswith(" (deleted)"):
         path = path[: -len(" (deleted)")]
     head, _, tail = path.rpartition("/")
@@ -1598,10 +1532,8 @@ def _ancestors(me: int) -> frozenset[int]:
 
 
 def _owned(state: _State | None, info: XProcessInfo) -> tuple[_Proc | None, str]:
-    """The recorded process (alive or a zombie) if it is proven ours, and else why not (one of §1's
-    reasons): the recorded pid with the recorded start, writing to the log recorded for it, which
-    is this project's (in ``info``'s control directory, or the kernel says it was), or showing the
-    recorded marker, which names this project and name."""
+    """The recorded process (alive or a zombie) if proven ours, else why not (one of §1's reasons):
+    its pid and start, writing to its recorded log, which is this project's, or showing its marker."""
     if state is None:
         return None, _NOTHING
     pid = state.pid
@@ -1631,8 +1563,7 @@ def _owned(state: _State | None, info: XProcessInfo) -> tuple[_Proc | None, str]
 
 
 class _Recorded:
-    """What is recorded under a name (``state``), and the recorded process if :func:`_owned` proves
-    it (``proc``), else ``why`` not: what ensure(), isrunning(), the stops and the commands read."""
+    """What is recorded under a name (``state``), and its process if :func:`_owned` proves it, else why not."""
 
     __slots__ = ("info", "proc", "state", "why")
 
@@ -1656,8 +1587,8 @@ class _Recorded:
 
     @property
     def guide(self) -> _State | None:
-        """The state, if it may narrow the search for what runs under the name: proven, or naming a
-        pid no process has now (forged, copied or recycled: it says nothing of where ours are)."""
+        """The state, if it may narrow the search for the name's processes: proven, or its pid unused."""
+
         return self.state if self.proc is not None or self.why == _STOPPED else None
 
     def reason(self) -> str:
@@ -1665,11 +1596,9 @@ class _Recorded:
 
 
 def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_Proc]]:
-    """The live processes of each name: the recorded process if proven; with ``tree``, its
-    descendants, the members of the session it leads, and every process whose output is a log in
-    the name's control directory (this user's) or whose marker names it: daemons that left the
-    session, and what starts whose state was lost left behind (a killed pytest, a deleted
-    ``.xprocess``), title-rewriting servers included. Never this process or its ancestors."""
+    """The live processes of each name: the recorded process if proven; with ``tree``, also its
+    descendants, its session, and every process writing to a log of the name (a file of this
+    user's) or showing its marker: what left the session, or a lost state's start left behind."""
     found: dict[str, dict[int, _Proc]] = {name: {} for name in targets}
     roots: dict[int, str] = {}
     keys: dict[str, str] = {}
@@ -1736,8 +1665,7 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
 
 
 def _signal(proc: _Proc, sig: int) -> None:
-    """Send ``sig`` to ``proc`` if its pid still names it (through a pidfd where there is one,
-    so the pid cannot be recycled between the check and the signal); never to a thread id."""
+    """Send ``sig`` to ``proc`` if its pid still names it (through a pidfd: no recycling in between)."""
     try:
         fd = _pidfd(proc.pid)
     except ValueError:
@@ -1756,8 +1684,7 @@ def _signal(proc: _Proc, sig: int) -> None:
 
 
 def _wait_gone(procs: list[_Proc], timeout: float, zombies_gone: bool) -> list[_Proc]:
-    """Wait until no process of ``procs`` runs (or, with ``zombies_gone`` false, exists); return
-    the rest."""
+    """Wait until no process of ``procs`` runs (or exists, ``zombies_gone`` false); return the rest."""
     deadline = _Deadline(timeout)
     delay = 0.001
 
@@ -1781,8 +1708,7 @@ def _wait_gone(procs: list[_Proc], timeout: float, zombies_gone: bool) -> list[_
 # Some inits reap orphans only every few seconds.
 @contextlib.contextmanager
 def _subreaper() -> Iterator[None]:
-    """Make this process, for a while, the reaper of orphaned descendants (Linux), so that the
-    children of a server it terminates are reaped at once."""
+    """Make this process the reaper of its orphaned descendants for a while (Linux)."""
     libc = _libc()
     if libc is None:
         yield
@@ -1801,9 +1727,8 @@ def _subreaper() -> Iterator[None]:
 
 
 def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str, int]:
-    """SIGTERM what :func:`_find_ours` found of every name at once (a stopped process is continued to
-    handle it), SIGKILL what outlives ``timeout``, wait until they are gone (zombies for init to
-    reap, briefly); per name 1 (terminated), 0 (nothing to do) or -1 (something survived)."""
+    """SIGTERM (and SIGCONT) what :func:`_find_ours` found, SIGKILL what outlives ``timeout``, wait
+    until it is gone: per name 1 (terminated), 0 (nothing to do) or -1 (something survived)."""
     owner = {p.pid: name for name, procs in found.items() for p in procs}
     failed: set[str] = set()
     pending = [p for procs in found.values() for p in procs]
@@ -1831,24 +1756,17 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
     return {name: (-1 if name in failed else 1 if procs else 0) for name, procs in found.items()}
 
 
-def _open_inode(path: str, ident: tuple[int, ...]) -> int | None:
-    """An fd on the file ``ident`` (device, inode) opened through ``path`` (a log's path, or
-    ``/proc/<pid>/fd/<n>``, which reaches it even once it was removed), or None."""
-    try:
-        return _open_checked(path, ident=ident, follow=path.startswith("/proc/"))
-    except OSError:
-        return None
-
-
-def _lease_fd(info: XProcessInfo, pid: int, ident: tuple[int, ...]) -> int | None:
-    """An fd on the log file ``ident`` of ``info``'s process ``pid``, to hold a lease with."""
-    paths = [os.fspath(info.logpath), *(_OS.held_file(pid, n) for n in (1, 2))]
-    return next(filter(None, (_open_inode(p, ident) for p in paths if p)), None)
+def _open_inode(paths: Sequence[str], ident: tuple[int, ...]) -> int | None:
+    """An fd on the file ``ident`` through the first of ``paths`` that opens it, or None
+    (``/proc/<pid>/fd/<n>`` reaches a removed file)."""
+    for path in filter(None, paths):
+        with contextlib.suppress(OSError):
+            return _open_checked(path, ident=ident, follow=path.startswith("/proc/"))
+    return None
 
 
 def _lease_files(procs: Sequence[_Proc], recorded: _Recorded) -> dict[tuple[int, int], list[str]]:
-    """The log files of the name that ``procs`` write to (where their leases are), each with the
-    paths it can be opened by."""
+    """The name's log files ``procs`` write to (their leases' files), each with paths that open it."""
     ident = recorded.state.log if recorded.state else None
     logs: dict[tuple[int, int], list[str]] = {}
     for p in procs:
@@ -1861,15 +1779,15 @@ def _lease_files(procs: Sequence[_Proc], recorded: _Recorded) -> dict[tuple[int,
 # flock converts a lock by unlocking it first: when the conversion of this session's own lease
 # fails, its lock is gone, and the caller takes it again.
 def _lock_out(logs: Mapping[tuple[int, int], Sequence[str]], own: int | None) -> list[int]:
-    """Lock each of ``logs`` exclusively (``own``, this session's lease, is converted in place) and
-    return the fds: no session holds a lease then, or can take one. ``_InUse`` if one does."""
+    """Lock each of ``logs`` exclusively (``own``, this session's lease, converted) and return the
+    fds: no session holds a lease then, or can take one. ``_InUse`` if one does."""
     own_id = None
     if own is not None:
         st = os.fstat(own)
         own_id = (st.st_dev, st.st_ino)
     held: list[int] = []
     for ident, paths in logs.items():
-        fd = own if ident == own_id else next(filter(None, (_open_inode(p, ident) for p in paths)), None)
+        fd = own if ident == own_id else _open_inode(paths, ident)
         if fd is None:
             continue  # gone meanwhile
         held.append(fd)
@@ -1897,9 +1815,8 @@ def _describe_holders(ident: tuple[int, ...]) -> str:
 def _stop(
     targets: Mapping[str, _Recorded], policy: str, leases: dict[str, int] | None = None
 ) -> dict[str, tuple[int | str, str]]:
-    """Stop what runs under each name of ``targets``, all at once, as ``policy`` allows (this
-    session's ``leases`` on them end); per name 1, 0, -1 (see :func:`_terminate`) or "in use", and
-    who held it (``--xkill``)."""
+    """Stop what runs under each name, all at once, as ``policy`` allows (ending this session's
+    ``leases``): per name 1, 0, -1 (see :func:`_terminate`) or "in use", and who held it."""
     found = _find_ours(targets, tree=True)
     results: dict[str, tuple[int | str, str]] = {}
     held: list[int] = []
@@ -1984,8 +1901,7 @@ class XProcessInfo:
         return f"<XProcessInfo {self.name!r} pid={self.pid}>"
 
     def _state(self) -> _State | None:
-        """The recorded state, if it can be trusted; a ``pid`` assigned to this object that is not
-        the recorded one leaves nothing recorded."""
+        """The recorded state, if trusted (none if an assigned ``pid`` is not the recorded one)."""
         state = _read_state(self.statepath)
         if self._pid is not _UNSET and (state is None or state.pid != self._pid):
             return None
@@ -2016,10 +1932,8 @@ class XProcessInfo:
         return proc is not None and not (ignore_zombies and proc.zombie)
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = TERMINATE_TIMEOUT) -> int:
-        """Terminate the recorded process and, with ``kill_proc_tree``, everything it started.
-
-        :returns: 1 terminated, 0 nothing to do, -1 something could not be terminated.
-        """
+        """Terminate the recorded process and, with ``kill_proc_tree``, everything it started:
+        1 terminated, 0 nothing to do, -1 something could not be terminated."""
         recorded = _Recorded.read(self)
         if self._pid is not _UNSET and recorded.state is None:
             return 0
@@ -2039,33 +1953,18 @@ class _Ensured(tuple):  # type: ignore[type-arg]
 
     match: re.Match[str] | None
     port: int | None
-    _offset: int
-    _session: _Session
-    _name: str
+    _logfile: Callable[[], IO[str]]
 
-    def __new__(
-        cls,
-        pid: int,
-        logpath: Path,
-        match: re.Match[str] | None,
-        offset: int,
-        session: _Session,
-        name: str,
-        port: int | None,
-    ) -> _Ensured:
+    def __new__(cls, pid: int, logpath: Path, match: re.Match[str] | None, port: int | None, logfile: Any) -> _Ensured:
         self = super().__new__(cls, (pid, logpath))
-        self.match = match
-        self.port = port
-        self._offset = offset
-        self._session = session
-        self._name = name
+        self.match, self.port, self._logfile = match, port, logfile
         return self
 
     @property
     def logfile(self) -> IO[str]:
         """The log as an open text file, just past the ready line (or at its end when reused);
         one per name and session, closed at its end."""
-        return self._session.logfile(self._name, self[1], self._offset)
+        return self._logfile()
 
 
 # --- 10. the session: what this pytest uses ---
@@ -2076,18 +1975,13 @@ class _Ensured(tuple):  # type: ignore[type-arg]
 
 
 class _CrashWatch:
-    """The processes a session ensured, watched for an exit nobody asked for (a crash).
-
-    A pidfd each (Linux; it works for any visible pid, not only children), all checked by one
-    ``poll`` that does not wait: about a microsecond per look, so every test can afford a few.
-    Where there is no pidfd, a look compares each pid's start, or asks a child's exit status.
-    """
+    """The processes a session ensured, watched for an exit nobody asked for (a crash): a pidfd each,
+    all checked by one ``poll`` that does not wait (a microsecond a look); else pid and start."""
 
     def __init__(self) -> None:
         self._poll = select.poll()
-        self._watched: dict[
-            str, tuple[_Proc | None, int, int | None, Any, Path]
-        ] = {}  # name -> process, pid, pidfd, Popen, log
+        # name -> (process, pid, pidfd, its Popen if it is this process's child, log)
+        self._watched: dict[str, tuple[_Proc | None, int, int | None, Any, Path]] = {}
         self._names: dict[int, str] = {}  # pidfd -> name
         self._sections: list[tuple[str, str, str]] = []  # (test, title, log tail) not yet in a report
         self.died: dict[str, str] = {}  # name -> the test it died during, until it is started again
@@ -2117,17 +2011,12 @@ class _CrashWatch:
             os.close(fd)
 
     def look(self, test: str) -> list[dict[str, Any]]:
-        """Notice the watched processes that have exited, as having died during ``test``; stop
-        watching them and return a record of each for the summary."""
+        """Stop watching what exited (it died during ``test``); return a summary record of each."""
         if not self._watched:
             return []
         gone = [self._names[fd] for fd, _ in self._poll.poll(0)]
         if len(self._names) < len(self._watched):  # some without a pidfd
-            gone += [
-                name
-                for name, (proc, _, fd, popen, _) in self._watched.items()
-                if fd is None and not _alive(proc, popen)
-            ]
+            gone += [n for n, (proc, _, fd, p, _) in self._watched.items() if fd is None and not _alive(proc, p)]
         records = []
         for name in gone:
             _, pid, _, popen, logpath = self._watched[name]
@@ -2142,12 +2031,8 @@ class _CrashWatch:
 
     def sections(self, test: str) -> list[tuple[str, str]]:
         """Report sections for the crashes noticed since the last report, for ``test``'s report."""
-        sections = [
-            (f"{title} during {'this test' if during == test else during}", text)
-            for during, title, text in self._sections
-        ]
-        self._sections.clear()
-        return sections
+        sections, self._sections = self._sections, []
+        return [(f"{title} during {'this test' if t == test else t}", text) for t, title, text in sections]
 
     def close(self) -> None:
         for name in list(self._watched):
@@ -2155,8 +2040,7 @@ class _CrashWatch:
 
 
 def _alive(proc: _Proc | None, popen: subprocess.Popen[bytes] | None) -> bool:
-    """Whether a watched process still runs: a child of this process is asked with ``waitid``,
-    another by its pid and start."""
+    """Whether a watched process still runs: a child asked with ``waitid``, another by pid and start."""
     if popen is not None:
         return _exit_status(popen) is None
     now = proc.now() if proc is not None else None
@@ -2164,8 +2048,7 @@ def _alive(proc: _Proc | None, popen: subprocess.Popen[bytes] | None) -> bool:
 
 
 def _how_it_ended(popen: subprocess.Popen[bytes] | None) -> tuple[str, str]:
-    """How a process ended, for a report ("was killed by signal 11 (SIGSEGV)") and for the
-    summary ("signal 11"). Only a child of this process has an exit status to tell."""
+    """How a process ended, for a report ("was killed by signal 11 (SIGSEGV)") and the summary."""
     code = _exit_status(popen) if popen is not None else None
     if code is None:
         return "exited", "exit status unknown"
@@ -2177,8 +2060,7 @@ def _how_it_ended(popen: subprocess.Popen[bytes] | None) -> tuple[str, str]:
 
 
 class _Session:
-    """Everything one pytest process remembers of the processes it uses, behind the few verbs
-    ``XProcess`` and the hooks call."""
+    """What one pytest process remembers of the processes it uses, behind the verbs the hooks call."""
 
     def __init__(self, statedir: Path, worker: bool = False) -> None:
         self.statedir = statedir
@@ -2206,9 +2088,8 @@ class _Session:
         self, info: XProcessInfo, kind: str, spec: _Spec, offset: int = 0, why: str = "", seconds: float = 0.0,
         stop: float = 0.0,
     ) -> None:  # fmt: skip
-        """Remember that this session uses ``info`` (``kind`` is one of §1's), for reports, the
-        summary and the stop at the end; ``seconds`` the start's own time, ``stop`` the time taken
-        to stop the old process first."""
+        """Remember that this session uses ``info`` (``kind``: one of §1's), for reports, the summary
+        and the stop at the end."""
         if kind in (_REUSED, _STARTED, _RESTARTED):
             self._offsets[info.name] = [info.logpath, offset]
         if kind in (_STARTED, _RESTARTED):
@@ -2239,10 +2120,7 @@ class _Session:
                 self._append({"name": name, "kind": _TERMINATED, "result": result})
 
     def _append(self, record: dict[str, Any]) -> None:
-        """Add ``record`` to this session's records, in memory and in the session file (one short
-        append: whole lines, even from many workers).
-
-        :raises OSError: the file could not be written (the memory has it)."""
+        """Add ``record`` in memory and to the session file (``OSError`` if it cannot be written)."""
         self.records.append(record)
         _write_private(self.path, (json.dumps(record) + "\n").encode(), "append")
 
@@ -2278,12 +2156,11 @@ class _Session:
         return uses
 
     def hold(self, info: XProcessInfo, pid: int, ident: tuple[int, ...]) -> None:
-        """Hold a shared lease on ``info``'s process until this session ends (the OS drops it if
-        the session dies): stopping it at another session's end or a restart waits for it. It is
-        taken on the log file itself, reached through the process when its path is gone: deleting
-        or replacing the control directory cannot take it away."""
+        """Hold a shared lease on ``info``'s process (its log file, reached through the process if
+        its path is gone) until this session ends or dies."""
         if info.name not in self.leases:
-            fd = _lease_fd(info, pid, ident)
+            fd = _open_inode([os.fspath(info.logpath), *(_OS.held_file(pid, n) for n in (1, 2))], ident)
+
             if fd is None:
                 return
             if _flock(fd, shared=True):
@@ -2307,8 +2184,7 @@ class _Session:
         return ensured
 
     def unwatch(self, name: str) -> str:
-        """Stop watching ``name``, which is being stopped on purpose; return why it is started
-        again if it had crashed ("" if not)."""
+        """Stop watching ``name`` (stopped on purpose); return "it died during ..." if it had crashed."""
         if self.crash_watch is None:
             return ""
         self.notice_crashes()  # a crash before this stop is still one
@@ -2317,8 +2193,7 @@ class _Session:
         return "" if test is None else f"it died during {test}"
 
     def notice_crashes(self) -> None:
-        """Notice the watched processes that crashed since the last look, and record each for
-        the summary (the controller's, under xdist)."""
+        """Record each crash of a watched process since the last look, for the summary."""
         for record in self.crash_watch.look(self._test) if self.crash_watch is not None else ():
             if self.id:
                 with contextlib.suppress(OSError):
@@ -2332,8 +2207,7 @@ class _Session:
         self._test = nodeid
 
     def sections(self, nodeid: str, failed: bool) -> list[tuple[str, str]]:
-        """The report sections of test ``nodeid``: if it failed, the log lines each process wrote
-        while it ran (the last ones); passed or failed, the crashes during it."""
+        """Test ``nodeid``'s report sections: the logs written during it if it failed, and crashes."""
         sections = []
         for name, (path, offset) in self._offsets.items() if failed else ():
             lines = _tail(path, _REPORT_LINES, since=offset, limit=_REPORT_BYTES)
@@ -2364,8 +2238,7 @@ class _Session:
         self._children.append(popen)
 
     def close(self) -> None:
-        """Close the logs handed out, end the leases, and let go of the children: they are meant
-        to outlive this session."""
+        """Close the logs handed out, end the leases, let go of the children (they outlive us)."""
         self.release()
         for _, f in self._logfiles.values():
             f.close()
@@ -2459,16 +2332,13 @@ class XProcess:
             delay = _wait_for_holders(name, holders, deadline, delay)
 
     def _stop(self, old: _Recorded) -> float:
-        """Stop what runs under ``old``'s name before a start: the seconds it took.
-
-        :raises _InUse: another session holds it."""
+        """Stop what runs under ``old``'s name before a start (``_InUse``); return the seconds taken."""
         began = time.monotonic()
         _stop({old.info.name: old}, _FOR_START, self._session.leases)
         return time.monotonic() - began
 
     def _reuse(self, info: XProcessInfo, old: _Recorded, spec: _Spec) -> _Ensured:
-        """The running process ``old`` as ``ensure()`` returns it, with the match of the run that
-        started it and the log's end as the offset; this session takes a lease on it."""
+        """The running process ``old``, leased, with the match that made it ready."""
         state: _State = old.state  # type: ignore[assignment]  # _why_start reuses only a recorded,
         proc: _Proc = old.proc  # type: ignore[assignment]  # running process
         pattern = spec.pattern
@@ -2482,14 +2352,13 @@ class XProcess:
             size = 0
         self._session.used(info, _REUSED, spec, offset=size)
         self._session.hold(info, proc.pid, state.log)
-        return _Ensured(proc.pid, info.logpath, match, size, self._session, info.name, state.port)
+        logfile = functools.partial(self._session.logfile, info.name, info.logpath, size)
+        return _Ensured(proc.pid, info.logpath, match, state.port, logfile)
 
     def _start(
         self, info: XProcessInfo, spec: _Spec, persist_logs: bool, why: str, deadline: _Deadline, stopped: float
     ) -> _Ensured:
-        """Spawn the process, record it before it can outlive a crash of this one, wait until it is
-        ready and record that; on any failure the tree of this start is terminated and the
-        failure recorded."""
+        """Spawn, record, wait until ready; on any failure the tree of this start is terminated."""
         __tracebackhide__ = True
         if why:
             _logger.warning("xprocess %r restarted: %s", info.name, why)
@@ -2536,17 +2405,17 @@ class XProcess:
             info, _RESTARTED if why else _STARTED, spec, why=why, seconds=time.monotonic() - began, stop=stopped
         )
         session.hold(info, popen.pid, state.log)
-        return _Ensured(popen.pid, info.logpath, match, offset, session, info.name, state.port)
+        logfile = functools.partial(session.logfile, info.name, info.logpath, offset)
+        return _Ensured(popen.pid, info.logpath, match, state.port, logfile)
 
     def close(self) -> None:
-        """Close the log files handed out and end this session's leases; leave the processes
-        running for the next run."""
+        """Close the logs handed out and end the leases; the processes keep running."""
+
         self._session.close()
 
 
 def _static_timeout(starter: Any) -> float:
-    """How long to wait for another session's start: the starter's ``timeout`` when it can be
-    read without running the starter's code (that happens under the lock)."""
+    """The starter's ``timeout`` if it can be read without running its code, for the lock wait."""
     value = inspect.getattr_static(starter, "timeout", None)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
@@ -2555,8 +2424,7 @@ def _static_timeout(starter: Any) -> float:
 
 def _why_start(old: _Recorded, spec: _Spec, restart: bool, crashed: str) -> str | None:
     """Why the process is started again ("" for a first start), or None: reuse it. The whole
-    decision, in this order; ``crashed`` is what the crash watch said of a process that no
-    longer runs."""
+    decision, in order; ``crashed`` is what the crash watch said of it."""
     state = old.state
     if crashed and not old.running:
         return crashed
@@ -2591,8 +2459,7 @@ def _with_crash(why: str, crashed: str) -> str:
 
 
 def _check_before_reuse(check: Callable[[], Any]) -> bool:
-    """One ``startup_check()`` before a reuse, bounded in time whatever it does (in a thread left
-    behind if it blocks); an ``OSError`` is a failed check, other exceptions propagate."""
+    """One ``startup_check()`` before a reuse, bounded in time (a blocked thread is left behind)."""
     result: list[Any] = []
 
     def run() -> None:
@@ -2612,10 +2479,7 @@ def _check_before_reuse(check: Callable[[], Any]) -> bool:
 
 
 def _wait_for_holders(name: str, holders: str, deadline: _Deadline, delay: float) -> float:
-    """Wait a little for the sessions holding ``name`` (a warning the first time); return the
-    next delay.
-
-    :raises XProcessError: they held it until the deadline."""
+    """Wait a little for the sessions holding ``name``; return the next delay, or raise at the deadline."""
     __tracebackhide__ = True
     if deadline.expired():
         raise XProcessError(
@@ -2637,22 +2501,14 @@ def _wait_for_holders(name: str, holders: str, deadline: _Deadline, delay: float
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xprocess", "managing external processes across test runs")
-    group.addoption(
-        "--xshow", nargs="*", metavar="NAME", help="show the recorded processes (all, or those named) and exit"
-    )
-    group.addoption(
-        "--xkill", nargs="*", metavar="NAME", help="terminate the recorded processes (all, or those named) and exit"
-    )
-    group.addoption(
-        "--xforget",
-        nargs="*",
-        metavar="NAME",
-        help="remove the records (state, logs, port) of processes that are not running (all, or those named) and exit",
-    )
+    for option, does in (
+        ("--xshow", "show the recorded processes"),
+        ("--xkill", "terminate the recorded processes"),
+        ("--xforget", "remove the records (state, logs, port) of processes that are not running"),
+    ):
+        group.addoption(option, nargs="*", metavar="NAME", help=f"{does} (all, or those named) and exit")
     group.addoption("--xstop", action="store_true", dest="xprocess_stop", default=None, help=_STOP_HELP)
-    group.addoption(
-        "--no-xstop", action="store_false", dest="xprocess_stop", help="keep the processes running (the default)"
-    )
+    group.addoption("--no-xstop", action="store_false", dest="xprocess_stop", help="keep the processes running")
     parser.addini("xprocess_stop", _STOP_HELP, type="bool", default=False)
 
 
@@ -2745,8 +2601,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def _summary_line(name: str, use: Mapping[str, Any]) -> str:
-    """The summary's line for one name: what its first start (or reuse) was, what followed, and
-    what the stop at the end did."""
+    """The summary's line for a name: its first start (or reuse), what followed, the stop at the end."""
     line = f"{name}: {_summary_words(use)}"
     if use.get("more"):
         more = use["more"]
@@ -2832,15 +2687,13 @@ def _recorded_infos(xp: XProcess, names: Sequence[str]) -> list[XProcessInfo]:
 
 
 def _print(line: str, file: IO[str] | None = None) -> None:
-    """Print ``line`` whatever the terminal's encoding (names and commands may be any text),
-    control characters escaped."""
+    """Print ``line`` whatever the terminal's encoding, control characters escaped."""
     file = file or sys.stdout
     print(_printable(line, file), file=file)
 
 
 def _printable(text: str, file: IO[str] | None = None) -> str:
-    """``text`` as ``file`` (default stdout) can show it: control characters and what its
-    encoding lacks escaped."""
+    """``text`` as ``file`` can show it: control characters and what its encoding lacks escaped."""
     encoding = getattr(file or sys.stdout, "encoding", None) or "ascii"
     return _escape(text).encode(encoding, "backslashreplace").decode(encoding)
 
@@ -2849,41 +2702,30 @@ _SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
 
 
 def _show(infos: Sequence[XProcessInfo]) -> list[str]:
-    """``--xshow``: a row per process (NAME, STATUS, PID, PORT, UPTIME, USERS), and beneath it
-    its command and log, indented."""
-    header = ("NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS")
-    rows: list[tuple[str, ...]] = []
-    details: list[list[str]] = []
+    """``--xshow``: a row per process, with its command and log beneath it."""
+    rows: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
     for info in infos:
         recorded = _Recorded.read(info)
         state, running = recorded.state, recorded.running
         uptime = "-"
         if running and state and state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
             uptime = _duration(int(time.time() - state.spawned_at))
-        users = _OS.lock_holders(state.log) if running and state else []
-        rows.append(
-            (
-                _printable(info.name),
-                "LIVE" if running else "DEAD",
-                str(state.pid) if state else "-",
-                str(state.port) if state and state.port is not None else "-",
-                uptime,
-                ",".join(map(str, users)) or "-",
-            )
-        )
+        users = ",".join(map(str, _OS.lock_holders(state.log))) if running and state else ""
+        pid, port = (state.pid, state.port) if state else ("-", None)
+        cells = [info.name, "LIVE" if running else "DEAD", pid, "-" if port is None else port, uptime, users or "-"]
         lines = []
         if state and state.args is not None:
             command = _printable(shlex.join(map(str, state.args)))
             room = _SHOW_WIDTH - len("    $ ")
             lines.append("    $ " + (command if len(command) <= room else command[: room - 3] + "..."))
         lines.append(f"    log: {info.logpath}")
-        details.append(lines)
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
-    for row, lines in zip(rows, details):
+        rows.append(([_printable(str(cell)) for cell in cells], lines))
+    widths = [max(len(row[i]) for row, _ in rows) for i in range(6)]
+    out = []
+    for row, below in rows:
         out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        out.extend(lines)
-    return out if rows else []
+        out.extend(below)
+    return out if len(rows) > 1 else []
 
 
 def _duration(seconds: int) -> str:
@@ -2898,9 +2740,7 @@ def _duration(seconds: int) -> str:
 
 
 def _kill(infos: Sequence[XProcessInfo]) -> int:
-    """``--xkill``: terminate what runs under each name (a state that cannot be trusted still has
-    what its name left found, by log or marker), overriding other sessions' leases and naming
-    them; the exit status is 1 if something failed to terminate."""
+    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming them."""
     targets = {info.name: _Recorded.read(info) for info in infos}
     results = _stop(targets, _FOR_XKILL)
     words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
@@ -2912,12 +2752,8 @@ def _kill(infos: Sequence[XProcessInfo]) -> int:
 
 
 def _forget(infos: Sequence[XProcessInfo], named: bool) -> int:
-    """``--xforget``: remove the control directory of each process of ``infos`` that is not
-    running, under its start lock (so no session starts it meanwhile). A running one is kept: an
-    error when it was named, else listed as kept.
-
-    :returns: the exit status: 1 if something named could not be forgotten.
-    """
+    """``--xforget``: under its start lock, remove the control directory of each name that has
+    nothing running (a named one that has is an error); 1 if something named was not forgotten."""
     status = 0
     for info in infos:
         quoted = shlex.quote(info.name)
