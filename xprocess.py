@@ -91,7 +91,9 @@ _MAX_CONFIG = 16 * 1024 * 1024  # a config file is read whole for its digest: a 
 _TOKEN_RE = re.compile(r"[0-9a-f]{16}:[0-9a-f]{16}\Z")  # a marker: its prefix (project and name), start id
 _MARKER_BYTES = MARKER_ENV.encode() + b"="
 _PROC_FS = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
-_SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # how every file under .xprocess is opened
+# How every file under .xprocess is opened (0 where the OS lacks a flag: Windows, which is refused).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_SAFE_OPEN = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37  # prctl(2)
 _IN_MODIFY = 0x2  # inotify(7)
 # Popen arguments the plugin must own: the log redirection, no shell, its own session, the env.
@@ -567,7 +569,7 @@ def _open_checked(
 ) -> int:
     """The one ``os.open`` of kept files: no link (unless ``follow``), no blocking, a regular file
     only (``owned``: this user's; ``ident``: that (device, inode)), else ``OSError`` saying why."""
-    fd = os.open(path, flags | (_SAFE_OPEN & ~os.O_NOFOLLOW if follow else _SAFE_OPEN), 0o600)
+    fd = os.open(path, flags | (_SAFE_OPEN & ~_NOFOLLOW if follow else _SAFE_OPEN), 0o600)
     st = os.fstat(fd)
     problem = ""
     if stat.S_ISDIR(st.st_mode):

@@ -274,12 +274,16 @@ def test_sigkill_while_waiting_then_the_next_run_starts_afresh(pytester_xp):
 
 
 def test_a_run_that_never_ensures_needs_nothing_posix_only(pytester_xp):
-    """As on Windows: no fcntl, termios, resource, pwd or grp; the plugin loads and the run passes."""
+    """As on Windows: no fcntl, termios, resource, pwd or grp, no O_NOFOLLOW, O_NONBLOCK or
+    O_CLOEXEC; the plugin loads and the run passes."""
     pytester_xp.makepyfile("def test_a():\n    pass\n")
     code = (
         "import sys\n"
         "for name in ('fcntl', 'termios', 'resource', 'pwd', 'grp'):\n"
         "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        "import os\n"
+        "for flag in ('O_NOFOLLOW', 'O_NONBLOCK', 'O_CLOEXEC'):\n"
+        "    delattr(os, flag)\n"
         "import pytest\n"
         "sys.exit(pytest.main(['-p', 'xprocess', '-p', 'no:cacheprovider', '-q']))\n"
     )
