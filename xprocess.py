@@ -322,9 +322,10 @@ class _Spec(SimpleNamespace):
         return _Spec(**{**vars(self), "pattern": pattern})
 
 
-# Called under the name's lock, once per ensure(), before anything is stopped or spawned: a starter
-# whose properties do work (create a cluster, pick a port) does it in one session at a time. The
-# checks run in a fixed order, so the first error a user sees does not change.
+# Called under the name's lock, once per ensure(), before anything is spawned or a running process
+# stopped (what a dead start left is stopped first): a starter whose properties do work (create a
+# cluster, pick a port) does it in one session at a time. The checks run in a fixed order, so the
+# first error a user sees does not change.
 def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess) -> _Spec:
     """A ``preparefunc`` or ``ProcessStarter`` as a checked :class:`_Spec`, else ``TypeError``,
     ``ValueError`` or ``FileNotFoundError`` naming the bad value, or ``XProcessError`` (a config
@@ -2312,7 +2313,7 @@ class XProcess:
             with _name_lock(info, deadline) as created:  # one session at a time starts it
                 old = _Recorded.read(info)
                 if old.foreign:  # copied or forged: nothing of it is used
-                    _warn(f"{info.statepath}: {old.reason()}; not running")
+                    _warn(f"{info.statepath}: {old.reason()}; treating the process as not running")
                     old = _Recorded(info, None)
                 try:
                     # what earlier starts left ends before the starter rebuilds what it may use (a cluster)
