@@ -67,6 +67,19 @@ MUTATIONS = [
         "tests/test_wait.py::test_the_wait_sleeps_on_events_not_on_a_timer",
     ),
     (
+        "a finished wait's watch is never removed",
+        "                self._libc.inotify_rm_watch(self._inotify, self._spent)",
+        "                pass",
+        "tests/test_wait.py::test_a_finished_watch_never_wakes_the_next_wait",
+    ),
+    (
+        "an inner wait's watch outlives it",
+        "                else:  # an inner watch: its server's writes would keep waking the outer wait\n"
+        "                    self._libc.inotify_rm_watch(self._inotify, self._watch)",
+        "                else:\n                    self._spent = self._watch",
+        "tests/test_wait.py::test_a_finished_watch_never_wakes_the_next_wait",
+    ),
+    (
         "terminate() never returns -1",
         "(-1 if name in failed else 1 if procs else 0)",
         "(1 if procs else 0)",

@@ -216,6 +216,38 @@ def test_waker_is_woken_by_a_write_and_by_an_exit(tmp_path):
         waker.close()
 
 
+@EVENTS
+def test_a_finished_watch_never_wakes_the_next_wait(tmp_path):
+    """The watch of a finished wait is removed when the next begins (not on the way to ensure()'s
+    return): the first server's chatter wakes no later wait, and the kernel keeps one watch."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"")
+    second.write_bytes(b"")
+    waker = xprocess._Wakeups()
+
+    def watches():
+        with open(f"/proc/self/fdinfo/{waker._inotify}") as f:
+            return sum(line.startswith("inotify wd:") for line in f)
+
+    try:
+        with waker.watching(first):
+            pass
+        with waker.watching(second):
+            with open(first, "ab") as f:
+                f.write(b"chatter\n")
+            assert waker._poll.poll(0) == []
+            assert watches() == 1
+            with waker.watching(first):  # nested (a startup_check's ensure()): gone at its end
+                assert watches() == 2
+            assert watches() == 1
+            waker.wait(0)  # drains the kernel's note that the inner watch was removed
+            with open(first, "ab") as f:
+                f.write(b"chatter\n")
+            assert waker._poll.poll(0) == []
+    finally:
+        waker.close()
+
+
 def test_half_line_is_not_a_line_until_its_end_comes(tmp_path):
     log = tmp_path / "log"
     log.write_bytes(b"first\nxx")
