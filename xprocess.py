@@ -1619,8 +1619,8 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
         if root is not None:
             found[name][root.pid] = root
             roots[root.pid] = name
-            if recorded.state:  # a renamed project: its processes carry the old key (only a proven state says so)
-                keys.setdefault(recorded.state.token[:17], name)
+            if recorded.state and _OS.marker(root.pid) == recorded.state.token:  # a renamed project's old key
+                keys.setdefault(recorded.state.token[:17], name)  # only if the proven process carries it
         floor = min(floor, _OS.earliest_start(recorded.guide))
     if tree:
         exempt = _exempt()

@@ -341,6 +341,12 @@ MUTATIONS = [
         "",
         "tests/test_ensure.py::test_restart_true_restarts",
     ),
+    (
+        "issue 32: a proven state's token adds its key to the search though the process lacks it",
+        "            if recorded.state and _OS.marker(root.pid) == recorded.state.token:",
+        "            if recorded.state:",
+        "tests/test_ownership.py::test_a_token_edited_to_another_projects_key_adds_nothing_to_the_search",
+    ),
 ]
 
 

@@ -372,6 +372,46 @@ def test_a_state_naming_another_users_process_without_a_marker_signals_nobody(tm
     assert result["ensure"][0] == 0 and "srv: started" in result["ensure"][1], result["ensure"]  # its state not used
 
 
+def test_a_token_edited_to_another_projects_key_adds_nothing_to_the_search(tmp_path):
+    """Issue 32, case 1: a state that still names this project's own server, proven by its log, but
+    whose token was edited to another project's: --xkill stops this project's server and leaves the
+    other project's (which carries that token's key) alone."""
+    other = make_project(tmp_path / "other")
+    script = textwrap.dedent(f"""
+        import pathlib
+        def run(cwd, *args):
+            cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", *args]
+            done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+            return done.returncode, done.stdout + done.stderr
+        def record(project):
+            fields = {{}}
+            for line in (pathlib.Path(project) / ".xprocess/srv/state.jsonl").read_text().splitlines():
+                fields.update(json.loads(line))
+            return fields
+        def running(pid):
+            try:
+                return open(f"/proc/{{pid}}/stat").read().rsplit(") ", 1)[1][0] != "Z"
+            except OSError:
+                return False
+        first = run(".")
+        other_first = run({str(other)!r})
+        mine, theirs = record("."), record({str(other)!r})
+        mine["token"] = theirs["token"]
+        pathlib.Path(".xprocess/srv/state.jsonl").write_text(json.dumps(mine) + "\\n")
+        xkill = run(".", "--xkill")
+        result = dict(first=first, other_first=other_first, xkill=xkill, mine=running(mine["pid"]),
+                      theirs=running(theirs["pid"]))
+        run({str(other)!r}, "--xkill")
+        print(json.dumps(result))
+    """)
+    result = in_pid_namespace(make_project(tmp_path / "p"), script)
+    assert result["first"][0] == 0 and result["other_first"][0] == 0, result
+    xkill_rc, xkill_out = result["xkill"]
+    assert xkill_rc == 0 and "srv TERMINATED" in xkill_out, xkill_out
+    assert result["mine"] is False, result
+    assert result["theirs"] is True, result  # the other project's server was not taken for this one's
+
+
 WRAPPING_SERVER = """
     import pathlib, subprocess, sys, time
     print("ready", flush=True)
