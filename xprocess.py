@@ -2078,6 +2078,7 @@ class _Session:
         self.id = ""  # shared by the xdist controller and its workers; "" records nothing
         self.worker = worker  # an xdist worker: its records reach the summary only through the file
         self.records: list[dict[str, Any]] = []  # what this process recorded, kept if the file cannot be
+        self._last: dict[str, dict[str, Any]] = {}  # name -> the last of them: a repeated reuse adds nothing
         self.leases: dict[str, int] = {}  # name -> fd of the lease this session holds on it
         self.crash_watch: _CrashWatch | None = None  # created on first use
         self._test = ""  # the test running, or the last one: a crash noticed now happened during it
@@ -2111,8 +2112,11 @@ class _Session:
         record["terminate_on_interrupt"] = spec.terminate_on_interrupt
         if stop >= _SLOW_STOP:
             record["stop"] = round(stop, 1)
+        if self._last.get(info.name) == record:  # a test per reuse would grow the file without end
+            return
         try:
             self._append(record)
+            self._last[info.name] = record
         except OSError as exc:
             if self.worker:  # the controller has its own records in memory
                 _warn(f"xprocess cannot record that it uses {info.name!r} ({exc}): --xstop will not stop it")
@@ -2141,7 +2145,7 @@ class _Session:
         """What every process of this session (xdist workers included) did, per name."""
         try:
             with _open_private(self.path) as f:
-                lines = f.read(_MAX_STATE).decode("utf-8", "replace").splitlines()
+                lines = f.read().decode("utf-8", "replace").splitlines()  # only this session writes it
         except OSError:
             lines = []
         records = []

@@ -347,6 +347,18 @@ MUTATIONS = [
         "            if recorded.state:",
         "tests/test_ownership.py::test_a_token_edited_to_another_projects_key_adds_nothing_to_the_search",
     ),
+    (
+        "issue 32: the session file read up to 1 MiB only",
+        "lines = f.read().decode(",
+        "lines = f.read(_MAX_STATE).decode(",
+        "tests/test_session.py::test_a_long_session_still_stops_and_reports_a_name_first_used_late",
+    ),
+    (
+        "issue 32: a repeated reuse recorded again",
+        "        if self._last.get(info.name) == record:",
+        "        if False:",
+        "tests/test_session.py::test_a_long_session_still_stops_and_reports_a_name_first_used_late",
+    ),
 ]
 
 

@@ -363,6 +363,39 @@ def test_a_slow_stop_before_a_restart_is_named_apart_from_the_start(pytester_xp)
     result.stdout.fnmatch_lines(["srv: restarted in *.* s after a *.* s stop (restart=True)"])
 
 
+def test_a_long_session_still_stops_and_reports_a_name_first_used_late(pytester_xp):
+    """Issue 32, case 2: a reuse per test once added a record per test to the session file, which
+    was read back up to 1 MiB only (about 14,000 tests): a name first used after that was neither
+    stopped by --xstop nor in the summary. A repeated reuse now adds nothing, and the whole file
+    is read (here padded past 1 MiB with the records such a session wrote)."""
+    pytester_xp.makeconftest(conftest_source(None, names=("srv", "late")))
+    pytester_xp.makepyfile(
+        textwrap.dedent("""
+        import glob, json, pytest
+
+        @pytest.mark.parametrize("i", range(200))
+        def test_reuse(srv, i):
+            pass
+
+        def test_the_reuses_were_recorded_once():
+            [path] = glob.glob(".xprocess/.session-*.jsonl")
+            kinds = [json.loads(line)["kind"] for line in open(path).read().splitlines()]
+            assert kinds == ["starting", "started", "reused"]
+            line = open(path).read().splitlines()[-1] + "\\n"
+            with open(path, "a") as f:
+                f.write(line * (2**20 // len(line) + 1000))
+
+        def test_late(late):
+            pass
+        """)
+    )
+    result = pytester_xp.runpytest_subprocess("--xstop")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["late: started in *, terminated at end", "srv: started in *, terminated at end"])
+    info = XProcess(None, pytester_xp.path).getinfo
+    assert not info("srv").isrunning() and not info("late").isrunning()
+
+
 def test_a_reuse_stopped_at_end_is_a_section_not_the_one_line(pytester_xp):
     sleeper_project(pytester_xp).runpytest_subprocess().assert_outcomes(passed=1)
     result = pytester_xp.runpytest_subprocess("--xstop")
