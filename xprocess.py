@@ -163,6 +163,8 @@ class _Deadline:
     __slots__ = ("at", "began")
 
     def __init__(self, seconds: float) -> None:
+        if seconds != seconds:  # NaN: no time is ever past it
+            raise ValueError("xprocess: a timeout of NaN seconds never ends; give a number")
         self.began = time.monotonic()
         self.at = self.began + seconds
 
@@ -1694,9 +1696,8 @@ def _signal(proc: _Proc, sig: int) -> None:
             os.close(fd)
 
 
-def _wait_gone(procs: list[_Proc], timeout: float, zombies_gone: bool) -> list[_Proc]:
+def _wait_gone(procs: list[_Proc], deadline: _Deadline, zombies_gone: bool) -> list[_Proc]:
     """Wait until no process of ``procs`` runs (or exists, ``zombies_gone`` false); return the rest."""
-    deadline = _Deadline(timeout)
     delay = 0.001
 
     def there(p: _Proc) -> bool:
@@ -1748,7 +1749,7 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
         return {name: 0 for name in found}
     with _subreaper():  # the orphans of what dies are reaped here, not whenever init gets to them
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
-            refused = set()
+            refused, deadline = set(), _Deadline(wait)  # a bad timeout is refused before any signal
             for proc in pending:
                 try:
                     _signal(proc, sig)
@@ -1757,11 +1758,11 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
                 except PermissionError:  # not ours to signal after all: no use waiting for it
                     refused.add(proc)
                     failed.add(owner[proc.pid])
-            pending = _wait_gone([p for p in pending if p not in refused], wait, zombies_gone=True)
+            pending = _wait_gone([p for p in pending if p not in refused], deadline, zombies_gone=True)
             if not pending:
                 break
         failed.update(owner[p.pid] for p in pending)
-        left = _wait_gone(everything, _ZOMBIE_WAIT, zombies_gone=False)
+        left = _wait_gone(everything, _Deadline(_ZOMBIE_WAIT), zombies_gone=False)
     if left:
         _logger.info("xprocess: %s left as zombies for their parent (or init) to reap", [p.pid for p in left])
     return {name: (-1 if name in failed else 1 if procs else 0) for name, procs in found.items()}
@@ -1948,7 +1949,9 @@ class XProcessInfo:
         recorded = _Recorded.read(self)
         if self._pid is not _UNSET and recorded.state is None:
             return 0
-        if not isinstance(timeout, (int, float)) or timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise ValueError(f"terminate(): timeout must be a number of seconds, got {timeout!r}")
+        if timeout < 0:
             return -1  # pytest-xprocess 1.x returned -1 for a negative timeout too
         if self._before_stop is not None:
             self._before_stop(self.name)

@@ -359,6 +359,18 @@ MUTATIONS = [
         "        if False:",
         "tests/test_session.py::test_a_long_session_still_stops_and_reports_a_name_first_used_late",
     ),
+    (
+        "issue 32: a NaN deadline accepted (never ends)",
+        "        if seconds != seconds:",
+        "        if False:",
+        "tests/test_stopping.py::test_a_nan_deadline_is_refused_wherever_it_comes_from",
+    ),
+    (
+        "issue 32: terminate() takes a NaN timeout",
+        " or timeout != timeout:",
+        ":",
+        "tests/test_stopping.py::test_a_bad_terminate_timeout_is_a_clear_error_and_signals_nothing",
+    ),
 ]
 
 

@@ -59,6 +59,26 @@ def test_sigterm_ignored_gets_sigkill_and_counts_as_terminated(xp):
     assert not alive(pid)
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), "10", None, True])
+def test_a_bad_terminate_timeout_is_a_clear_error_and_signals_nothing(xp, timeout):
+    """Issue 32, case 3: a NaN timeout once made the wait for SIGTERM endless (SIGKILL never came)."""
+    code = "import signal as s, time; s.signal(s.SIGTERM, s.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    pid = xp.ensure("stubborn", starter(code))[0]
+    with pytest.raises(ValueError, match=r"terminate\(\): timeout must be a number of seconds, got "):
+        xp.getinfo("stubborn").terminate(timeout=timeout)
+    assert alive(pid)
+    assert xp.getinfo("stubborn").terminate(timeout=0.1) == 1
+
+
+def test_a_nan_deadline_is_refused_wherever_it_comes_from(xp, monkeypatch):
+    """The stops that take TERMINATE_TIMEOUT (at session end, for --xkill) wait on the same deadline."""
+    pid = xp.ensure("srv", starter(SLEEPER))[0]
+    monkeypatch.setattr(xprocess, "TERMINATE_TIMEOUT", float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        xprocess._stop({"srv": xprocess._Recorded.read(xp.getinfo("srv"))}, xprocess._FOR_XKILL)
+    assert alive(pid)
+
+
 def test_kill_is_terminate(xp):
     pid = xp.ensure("k", starter(SLEEPER))[0]
     assert xp.getinfo("k").kill() == 1 and not alive(pid)
