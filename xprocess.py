@@ -1516,13 +1516,11 @@ _OS: _ProcFS = _ProcFS() if _PROC_FS else _Portable()  # tests/psutil_path/sitec
 
 
 def _control_dir_of(path: str) -> str | None:
-    """The control directory of ``path`` if it names a log of the plugin's (removed or not), else None."""
+    """The directory of the file ``path`` (removed or not): for a log, its control directory, under
+    whatever name it was given there since (logrotate's ``xprocess.log-20261206``, a user's ``.old``)."""
     if path.endswith(" (deleted)"):
         path = path[: -len(" (deleted)")]
-    head, _, tail = path.rpartition("/")
-    if tail == LOG_NAME or (tail.startswith(LOG_NAME + ".") and tail[len(LOG_NAME) + 1 :].isdigit()):
-        return head
-    return None
+    return path.rpartition("/")[0] or None
 
 
 def _exempt() -> frozenset[int]:
@@ -1561,7 +1559,7 @@ def _owned(state: _State | None, info: XProcessInfo) -> tuple[_Proc | None, str]
     if any(ident == state.log for _, ident, _, _ in outputs):
         try:
             st = os.lstat(info.logpath)
-            here = (st.st_dev, st.st_ino) == state.log
+            here = (st.st_dev, st.st_ino) == state.log and st.st_nlink == 1  # a hard link: another project's too
         except OSError:
             here = False
         if here or any(

@@ -371,6 +371,18 @@ MUTATIONS = [
         ":",
         "tests/test_stopping.py::test_a_bad_terminate_timeout_is_a_clear_error_and_signals_nothing",
     ),
+    (
+        "issue 26: a log linked twice (a hard-link copy) proves by its inode alone",
+        " and st.st_nlink == 1  # a hard link",
+        "  # a hard link",
+        "tests/test_ownership.py::test_a_hard_link_copy_of_a_project_leaves_the_original_alone",
+    ),
+    (
+        "issue 26: a renamed log no longer names its control directory",
+        '    return path.rpartition("/")[0] or None',
+        '    return path.rpartition("/")[0] if path.endswith("xprocess.log") else None',
+        "tests/test_ownership.py::test_a_renamed_log_still_proves_its_server",
+    ),
 ]
 
 

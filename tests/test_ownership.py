@@ -326,6 +326,57 @@ def test_a_copied_project_starts_its_own_server_and_leaves_the_original_alone(tm
         terminate_all(copy / ".xprocess")
 
 
+def test_a_hard_link_copy_of_a_project_leaves_the_original_alone(tmp_path):
+    """Issue 26, case 1: ``cp -al`` (rsync --link-dest, rsnapshot) gives the copy the original's
+    log as a hard link: the same inode, so the inode alone proves nothing there. The copy starts,
+    shows and stops its own server; the original still reuses, shows and stops its own."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    (original / "pytest.ini").write_text("[pytest]\n")
+    (original / "conftest.py").write_text(conftest_source(None, code=ENV_WIPED))
+    (original / "test_srv.py").write_text("def test_a(srv):\n    pass\n")
+
+    def run(project: Path, *args: str) -> str:
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", *args]
+        done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    try:
+        assert "srv: started" in run(original)
+        pid = XProcessInfo(original / ".xprocess", "srv").pid
+        assert pid is not None and xprocess._OS.marker(pid) == ""  # only its log proves it
+        subprocess.run(["cp", "-al", str(original), str(copy)], check=True)
+        log = Path(".xprocess", "srv", "xprocess.log")
+        assert os.stat(copy / log).st_ino == os.stat(original / log).st_ino  # one file, two names
+        assert not re.search(r"^srv +LIVE", run(copy, "--xshow"), re.M)
+        assert "srv: started" in run(copy)
+        copy_pid = XProcessInfo(copy / ".xprocess", "srv").pid
+        assert copy_pid not in (None, pid) and alive(pid)
+        assert "xprocess: reused srv" in run(original)  # the original's log, linked twice, still proves it there
+        assert re.search(rf"^srv +LIVE +{pid} ", run(original, "--xshow"), re.M)
+        assert "srv TERMINATED" in run(copy, "--xkill")
+        assert alive(pid) and not alive(copy_pid)  # type: ignore[arg-type]
+        assert "srv TERMINATED" in run(original, "--xkill")
+        assert not alive(pid)
+    finally:
+        kill_writing_under(original / ".xprocess")
+        kill_writing_under(copy / ".xprocess")
+
+
+@pytest.mark.parametrize("renamed", ["xprocess.log.old", "xprocess.log-20261206", "server.log"])
+def test_a_renamed_log_still_proves_its_server(xp, lost, renamed):
+    """Issue 26, case 4: logrotate's dateext or a user's ``mv`` renames the log in its control
+    directory: the server still writes to it there, so it is still ours (no marker here to say so):
+    reused, shown, stopped."""
+    pid = xp.ensure("srv", starter(ENV_WIPED))[0]
+    info = xp.getinfo("srv")
+    info.logpath.rename(info.logpath.with_name(renamed))
+    assert info.isrunning()
+    assert xp.ensure("srv", starter(ENV_WIPED))[0] == pid
+    assert info.terminate() == 1 and not alive(pid)
+
+
 def test_a_pytest_killed_at_the_spawn_leaves_nothing_that_xkill_cannot_find(pytester_xp):
     """pytest dies (SIGKILL) after spawning a child and before recording it, while the state of
     an earlier start is still there: the child is found by its marker."""

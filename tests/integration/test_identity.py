@@ -155,6 +155,24 @@ def test_a_renamed_project_keeps_no_orphan(project):
     assert not any(alive(pid) for pid in before.values())
 
 
+def test_renamed_logs_keep_their_servers(project):
+    """Issue 26, case 4, with the real servers: each log renamed in its control directory while its
+    server runs (as logrotate's dateext does): the next run reuses each, and --xkill stops each."""
+    first = run(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {name: XProcessInfo(project / ".xprocess", name).pid for name in NAMES}
+    for name in NAMES:
+        log = project / ".xprocess" / name / "xprocess.log"
+        log.rename(log.with_name("xprocess.log-20261206"))
+    second = run(project)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "xprocess: reused http, nginx, postgres, redis" in second.stdout, second.stdout
+    assert {name: XProcessInfo(project / ".xprocess", name).pid for name in NAMES} == before
+    kill = run(project, "--xkill")
+    assert kill.stdout.count("TERMINATED") == 4, kill.stdout
+    assert not any(alive(pid) for pid in before.values() if pid)
+
+
 def test_a_title_rewriting_server_run_as_another_user_is_ours(project):
     """Case 5: redis-server run as nobody rewrites its title (no marker to read) and is owned
     by another user: it is still recognised by the log it writes to: reused, shown, stopped."""
