@@ -615,7 +615,7 @@ def _write_private(path: Path, data: bytes, how: str = "replace") -> None:
         raise
 
 
-def _check_private_dir(path: Path, name: str) -> None:
+def _check_private_dir(path: Path, name: str = "") -> None:
     """``path`` must be a directory of this user's that no one else may write to, else ``XProcessError``."""
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
@@ -629,10 +629,10 @@ def _check_private_dir(path: Path, name: str) -> None:
     else:
         return
     raise XProcessError(
-        f"xprocess {name!r}: {path} {problem}: it is not safe to keep processes there. Remove it "
-        f"(rm -rf {shlex.quote(str(path))}) or make it a directory of your own that only you can write to "
-        "(chown, chmod 700)",
-        name=name,
+        f"xprocess{f' {name!r}' if name else ''}: {path} {problem}: it is not safe to keep processes there. "
+        f"Remove it (rm -rf {shlex.quote(str(path))}) or make it a directory of your own that only you can "
+        "write to (chown, chmod 700)",
+        name=name or None,
     )
 
 
@@ -2671,6 +2671,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     names = next(names for names in (kill, forget, show) if names is not None)
     try:
         infos = _recorded_infos(xp, names)
+    except XProcessError as exc:
+        _print(str(exc), sys.stderr)
+        return pytest.ExitCode.USAGE_ERROR
     except (ValueError, LookupError) as exc:
         _print(f"xprocess: {exc}", sys.stderr)
         return pytest.ExitCode.USAGE_ERROR
@@ -2686,10 +2689,13 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 
 def _recorded_infos(xp: XProcess, names: Sequence[str]) -> list[XProcessInfo]:
-    """The recorded processes (those named, or all); unknown names raise ``LookupError``."""
+    """The recorded processes (those named, or all); unknown names raise ``LookupError``, a state
+    directory ``ensure()`` would refuse (a link, another user's) ``XProcessError``: none is followed."""
+    with contextlib.suppress(FileNotFoundError):
+        _check_private_dir(xp.statedir)
     if names:
         infos = [xp.getinfo(name) for name in names]
-        unknown = [i.name for i in infos if not i.controldir.is_dir()]
+        unknown = [i.name for i in infos if not i.controldir.is_dir() or i.controldir.is_symlink()]
         if unknown:
             raise LookupError(f"no process recorded as {', '.join(map(repr, unknown))} in {xp.statedir}")
         return infos

@@ -383,6 +383,18 @@ MUTATIONS = [
         '    return path.rpartition("/")[0] if path.endswith("xprocess.log") else None',
         "tests/test_ownership.py::test_a_renamed_log_still_proves_its_server",
     ),
+    (
+        "issue 26: the commands follow a state directory ensure() refuses",
+        "    with contextlib.suppress(FileNotFoundError):\n        _check_private_dir(xp.statedir)\n",
+        "",
+        "tests/test_plugin.py::test_the_commands_refuse_a_state_directory_that_ensure_refuses",
+    ),
+    (
+        "issue 26: a named control directory followed through a link",
+        " or i.controldir.is_symlink()]",
+        "]",
+        "tests/test_plugin.py::test_a_named_control_directory_that_is_a_link_is_not_followed",
+    ),
 ]
 
 

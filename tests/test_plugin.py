@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -109,6 +110,57 @@ def test_xforget_removes_dead_records_only(pytester_xp):
     assert not (controldir / "srv").exists()
     show = pytester_xp.runpytest_subprocess("--xshow")
     show.stdout.fnmatch_lines(["no processes recorded in *"])
+
+
+@pytest.mark.parametrize("command", ["--xshow", "--xkill", "--xforget"])
+@pytest.mark.parametrize("planted", ["symlink", "other-user", "writable"])
+def test_the_commands_refuse_a_state_directory_that_ensure_refuses(pytester_xp, tmp_path, command, planted):
+    """Issue 26, case 3: a .xprocess that is a symbolic link (planted by another account in a shared
+    sticky directory, say), another user's, or writable by others is refused by ensure(); the
+    commands followed it: --xshow and --xkill to the processes it names, and --xforget, as root,
+    removed the directories there. Now each refuses, saying why, and touches nothing."""
+    if planted == "other-user" and os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    with XProcess(None, tmp_path / "victim") as victim:
+        pid = victim.ensure("srv", starter(SLEEPER))[0]
+        victim.ensure("dead", starter(SLEEPER))
+        victim.getinfo("dead").terminate()
+        statedir = pytester_xp.path / ".xprocess"
+        if planted == "symlink":
+            statedir.symlink_to(victim.statedir)
+        else:
+            statedir.mkdir(mode=0o700)
+            (statedir / "gone").mkdir(mode=0o700)
+            if planted == "other-user":
+                os.chown(statedir, 65534, 65534)
+            else:
+                statedir.chmod(0o777)
+        try:
+            result = pytester_xp.runpytest_subprocess(command)
+            assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+            result.stderr.fnmatch_lines([f"xprocess: {statedir} * it is not safe to keep processes there. Remove it*"])
+            assert alive(pid)
+            assert (victim.statedir / "dead").is_dir()
+            assert (statedir.resolve() / ("dead" if planted == "symlink" else "gone")).is_dir()
+        finally:
+            victim.getinfo("srv").terminate()
+
+
+@pytest.mark.parametrize("command", ["--xshow", "--xkill", "--xforget"])
+def test_a_named_control_directory_that_is_a_link_is_not_followed(pytester_xp, tmp_path, command):
+    """As ensure() refuses it, a command given a name whose control directory is a symbolic link
+    (to another project's) does not follow it: the name is not recorded here."""
+    with XProcess(None, tmp_path / "victim") as victim:
+        pid = victim.ensure("srv", starter(SLEEPER))[0]
+        (pytester_xp.path / ".xprocess").mkdir(mode=0o700)
+        (pytester_xp.path / ".xprocess" / "srv").symlink_to(victim.getinfo("srv").controldir)
+        try:
+            result = pytester_xp.runpytest_subprocess(command, "srv")
+            assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+            result.stderr.fnmatch_lines(["xprocess: no process recorded as 'srv' in *"])
+            assert alive(pid) and victim.getinfo("srv").controldir.is_dir()
+        finally:
+            victim.getinfo("srv").terminate()
 
 
 @pytest.mark.parametrize("name", ["nope", "../up"])
