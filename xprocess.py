@@ -1201,7 +1201,7 @@ def _read_state(path: Path) -> _State | None:
             and isinstance(state.get("fingerprint"), dict)
             and isinstance(state.get("log"), list)
             and len(state["log"]) == 2
-            and all(type(n) is int for n in state["log"])
+            and all(type(n) is int and 0 <= n < 2**64 for n in state["log"])  # st_dev, st_ino: unsigned 64-bit
         ):
             problem = "does not hold a recorded process"
         else:

@@ -395,6 +395,12 @@ MUTATIONS = [
         "]",
         "tests/test_plugin.py::test_a_named_control_directory_that_is_a_link_is_not_followed",
     ),
+    (
+        "issue 26: a recorded log of any int (an OverflowError in --xshow)",
+        "type(n) is int and 0 <= n < 2**64 for n",
+        "type(n) is int for n",
+        "tests/test_record.py::test_bad_state_for_one_name_is_a_warning_and_the_others_are_handled",
+    ),
 ]
 
 

@@ -72,7 +72,11 @@ def test_a_failed_state_write_terminates_the_child_it_just_spawned(tiny_disk):
 
 @pytest.mark.parametrize(
     "garbage",
-    ['{"pid": -5}', "[" * 100_000, '{"pid": NaN}', '{"pid": 99999999999999999999}', '{"pid": {"a": [1]}}', "\x00"],
+    [
+        *('{"pid": -5}', '{"pid": NaN}', '{"pid": 99999999999999999999}', '{"pid": {"a": [1]}}'),
+        *('{"log": [1180591620717411303424, 1]}', '{"log": [-1, 1]}', '{"log": [1, 18446744073709551616]}'),
+        *("[" * 100_000, "\x00"),
+    ],
 )
 def test_bad_state_for_one_name_is_a_warning_and_the_others_are_handled(pytester_xp, garbage):
     make_project(pytester_xp.path)
@@ -81,8 +85,9 @@ def test_bad_state_for_one_name_is_a_warning_and_the_others_are_handled(pytester
     state = pytester_xp.path / ".xprocess" / "bad" / "state.jsonl"
     state.parent.mkdir()
     recorded = json.loads((pytester_xp.path / ".xprocess" / "srv" / "state.jsonl").read_text().splitlines()[0])
-    if garbage.startswith('{"pid"'):  # a real record but for one value
-        garbage = json.dumps({**recorded, "pid": None})[:-1].replace('"pid": null', garbage[1:-1]) + "}"
+    if garbage.startswith('{"'):  # a real record but for one value
+        key = garbage[2:].partition('"')[0]
+        garbage = json.dumps({**recorded, key: None}).replace(f'"{key}": null', garbage[1:-1])
     state.write_text(garbage)
     for option in ("--xshow", "--xkill"):
         result = pytester_xp.runpytest_subprocess(option)
