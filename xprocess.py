@@ -86,7 +86,9 @@ _REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as fai
 _SLOW_STOP = 1.0  # a stop before a start that took this long is named in the summary
 _PAUSE = 0.1  # a last line without its newline is matched once output paused this long
 _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or a child's exit
-_MAX_STATE = 1024 * 1024  # a state file is a few hundred bytes; more is garbage
+# A state file is a few hundred bytes, but its ready line may be _MAX_LINE bytes, each one up to
+# six characters as JSON ("\u0001"), and its args as long as the kernel takes: more is garbage.
+_MAX_STATE = 32 * 1024 * 1024
 _MAX_CONFIG = 16 * 1024 * 1024  # a config file is read whole for its digest: a bigger one is no config
 _TOKEN_RE = re.compile(r"[0-9a-f]{16}:[0-9a-f]{16}\Z")  # a marker: its prefix (project and name), start id
 _MARKER_BYTES = MARKER_ENV.encode() + b"="
@@ -1171,8 +1173,10 @@ def _read_state(path: Path) -> _State | None:
             st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 problem = f"belongs to uid {st.st_uid} or is writable by others: not trusted (remove it)"
+            elif st.st_size > _MAX_STATE:
+                problem = f"is bigger than {_MAX_STATE >> 20} MiB, which xprocess never writes"
             else:
-                text = f.read(min(st.st_size + 1, _MAX_STATE)).decode("utf-8")
+                text = f.read(_MAX_STATE + 1).decode("utf-8")
                 problem = ""
     except FileNotFoundError:
         return None

@@ -45,6 +45,28 @@ def test_state_is_a_start_record_and_a_whole_ready_line(xp):
     }
 
 
+def test_a_ready_line_of_the_longest_kind_is_reused(xp):
+    """A ready line cut to its 1 MiB of bytes that JSON writes six times longer (non-UTF-8 bytes,
+    control characters): its record is still read back, and the server reused (issue 26, case 12)."""
+    code = (
+        "import sys, time; sys.stdout.buffer.write(b'ready ' + b'\\xff\\x01' * 2**20 + b'\\n');"
+        " sys.stdout.flush(); time.sleep(600)"
+    )
+    first = xp.ensure("long", starter(code))
+    assert (xp.statedir / "long" / "state.jsonl").stat().st_size > 6 * 2**20
+    again = xp.ensure("long", starter(code))
+    assert again[0] == first[0]
+    assert again.match.string == first.match.string and len(first.match.string) == 2**20 + 1
+
+
+def test_a_state_bigger_than_any_xprocess_writes_is_not_trusted(xp):
+    xp.ensure("big", starter(SLEEPER))
+    path = xp.statedir / "big" / "state.jsonl"
+    os.truncate(path, xprocess._MAX_STATE + 1)  # its records, then zeros without a newline
+    with pytest.warns(xprocess.XProcessWarning, match="bigger than 32 MiB"):
+        assert not xp.getinfo("big").isrunning()
+
+
 def test_a_ready_line_cut_short_means_never_ready(xp):
     """A crash while appending the ready line: the process is not trusted, it is restarted."""
     first = xp.ensure("torn", starter(SLEEPER))[0]
