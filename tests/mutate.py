@@ -100,8 +100,8 @@ MUTATIONS = [
     ),
     (
         "the lease wait of a restart takes the kill grace, not the starter's timeout",
-        "    if deadline.expired():\n        raise XProcessError(\n            f\"xprocess {name!r} was not restarted",
-        "    if time.monotonic() >= deadline.at + TERMINATE_TIMEOUT:\n        raise XProcessError(\n            f\"xprocess {name!r} was not restarted",
+        '    if deadline.expired():\n        raise XProcessError(\n            f"xprocess {name!r} was not restarted',
+        '    if time.monotonic() >= deadline.at + TERMINATE_TIMEOUT:\n        raise XProcessError(\n            f"xprocess {name!r} was not restarted',
         "tests/test_stopping.py::test_a_restart_waits_for_the_lease_within_the_starters_timeout",
     ),
     (
@@ -331,8 +331,8 @@ MUTATIONS = [
     ),
     (
         "merge: --xkill names no holder",
-        "                holders = \"; \".join(_describe_holders(ident) for ident in logs if _OS.lock_holders(ident))",
-        "                holders = \"\"",
+        '                holders = "; ".join(_describe_holders(ident) for ident in logs if _OS.lock_holders(ident))',
+        '                holders = ""',
         "tests/test_stopping.py::test_xshow_and_xkill_name_the_holder",
     ),
     (
@@ -414,7 +414,6 @@ MUTATIONS = [
         "tests/test_record.py::test_a_state_bigger_than_any_xprocess_writes_is_not_trusted",
     ),
 ]
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from test_servers import EXAMPLES, run
 import xprocess
 from xprocess import XProcessInfo
 
-NGINX = '''
+NGINX = """
 
 @pytest.fixture(scope="session")
 def nginx(xprocess):
@@ -40,14 +40,14 @@ def nginx(xprocess):
             return self.http_ok("/")
 
     return xprocess.ensure("nginx", Nginx).port
-'''
+"""
 
-TEST_NGINX = '''
+TEST_NGINX = """
 import urllib.request
 
 def test_nginx(nginx):
     assert urllib.request.urlopen(f"http://127.0.0.1:{nginx}/").read() == b"ok"
-'''
+"""
 
 NAMES = ("http", "nginx", "postgres", "redis")
 
