@@ -666,10 +666,13 @@ def _make_dirs(info: XProcessInfo) -> list[Path]:
             except FileExistsError:  # another session's, made just now
                 _check_private_dir(path, info.name)
         ignore = statedir / ".gitignore"
-        if not os.path.lexists(ignore):  # whenever .xprocess exists, git ignores it
-            with contextlib.suppress(FileExistsError):
-                _write_private(ignore, b"*\n", "create")
-                created.append(ignore)
+        try:
+            blank = os.lstat(ignore).st_size == 0  # whenever .xprocess exists, git ignores it
+        except FileNotFoundError:
+            blank = True
+            created.append(ignore)
+        if blank:  # written whole or not at all: a full disk once left it empty for good
+            _write_private(ignore, b"*\n")
         return created
     except OSError as exc:
         raise XProcessError(

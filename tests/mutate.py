@@ -239,9 +239,21 @@ MUTATIONS = [
     ),
     (
         "a missing .gitignore is not written again",
-        "        if not os.path.lexists(ignore):",
+        "        if blank:",
         "        if False:",
         "tests/test_files.py::test_a_removed_gitignore_comes_back",
+    ),
+    (
+        "an empty .gitignore (a full disk's) is kept",
+        "os.lstat(ignore).st_size == 0",
+        "False",
+        "tests/test_files.py::test_a_first_start_on_a_full_disk_leaves_a_gitignore_that_works_once_space_is_back",
+    ),
+    (
+        ".gitignore written in place (a full disk leaves it empty)",
+        '            _write_private(ignore, b"*\\n")',
+        '            _write_private(ignore, b"*\\n", "create")',
+        "tests/test_files.py::test_a_first_start_on_a_full_disk_leaves_a_gitignore_that_works_once_space_is_back",
     ),
     (
         "a nested wait leaves its pidfd registered",

@@ -103,6 +103,24 @@ def test_full_disk_is_a_clear_error_and_leaves_no_state(tiny_disk):
         assert ours_still_running(tiny_disk) == []
 
 
+def test_a_first_start_on_a_full_disk_leaves_a_gitignore_that_works_once_space_is_back(tiny_disk):
+    """Issue 26, case 13: the first ensure() on a full disk fails; once space is back, the next
+    one writes a whole .gitignore (it was left empty, and git offered the logs for commit)."""
+    filler = tiny_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"x" * 4096)
+    os.close(fd)
+    with XProcess(None, tiny_disk) as xp:
+        with pytest.raises(XProcessError, match="No space left"):
+            xp.ensure("srv", Good)
+        assert [p.name for p in (tiny_disk / ".xprocess").iterdir() if p.name.startswith(".git")] == []
+        filler.unlink()
+        xp.ensure("srv", Good)
+        assert (tiny_disk / ".xprocess" / ".gitignore").read_text() == "*\n"
+
+
 def test_read_only_state_dir_is_a_clear_error(tiny_disk):
     with XProcess(None, tiny_disk) as xp:
         xp.ensure("warmup", Good)
