@@ -344,12 +344,17 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
         if isinstance(arg, bool) or not isinstance(arg, (str, os.PathLike, int, float)):
             raise TypeError(f"{where}: args items must be str, path or number, got {arg!r}")
     argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    if any("\0" in arg for arg in argv):
+        raise ValueError(f"{where}: args items may not contain a NUL byte, got {argv!r}")
     env = s.env
     if env is not None:
         if not isinstance(env, Mapping) or not all(
-            isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in env.items()
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+            for k, v in env.items()
         ):
-            raise TypeError(f"{where}: env must be None or a mapping of str to str, got {env!r}")
+            raise TypeError(
+                f"{where}: env must be None or a mapping of str to str (no NUL, no '=' in a name), got {env!r}"
+            )
         env = dict(env)
     kwargs, cwd = _checked_popen_kwargs(where, s.popen_kwargs, info.controldir)
     # A property (pytest-xprocess 0.x read it once the process ran) is read after the spawn.
@@ -362,13 +367,13 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
     timeout, max_lines = s.timeout, s.max_read_lines
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
+    timeout = _seconds(timeout)
     if max_lines is not None and (isinstance(max_lines, bool) or not isinstance(max_lines, int) or max_lines < 1):
         raise ValueError(f"{where}: max_read_lines must be None or a positive int, got {max_lines!r}")
-    if "executable" not in kwargs:
-        _check_executable(where, argv[0], cwd, env)
+    _check_executable(where, kwargs.get("executable", argv[0]), cwd, env)
     return _Spec(
         args=argv, env=env, cwd=cwd, pattern=pattern, deferred=s if deferred else None, starter=s,
-        check=check, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=float(timeout),
+        check=check, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=timeout,
         max_read_lines=max_lines, popen_kwargs=kwargs, terminate_on_interrupt=bool(s.terminate_on_interrupt),
         config_files=_config_digests(name, s.config_files, process.rootdir),
         requires=_required_starts(name, s.requires, process),
@@ -415,6 +420,8 @@ def _checked_popen_kwargs(where: str, kwargs: object, control_dir: Path) -> tupl
     unknown = sorted(set(kwargs) - set(inspect.signature(subprocess.Popen).parameters))
     if unknown:  # fails here, not in Popen after the old process was stopped
         raise TypeError(f"{where}: popen_kwargs has arguments subprocess.Popen does not take: {', '.join(unknown)}")
+    for key, value in kwargs.items():
+        _check_popen_value(where, key, value)
     checked = {"stdin": subprocess.DEVNULL, **kwargs}
     cwd = checked.pop("cwd", None)
     # a relative cwd is from the current directory, as Popen would have it
@@ -422,6 +429,54 @@ def _checked_popen_kwargs(where: str, kwargs: object, control_dir: Path) -> tupl
     if not cwd.is_dir():
         raise FileNotFoundError(f"{where}: its working directory {str(cwd)!r} does not exist")
     return checked, cwd
+
+
+# What Popen would refuse only once it runs, after the running process was stopped for a restart.
+def _check_popen_value(where: str, key: str, value: Any) -> None:
+    __tracebackhide__ = True
+    if key in ("cwd", "executable"):
+        ok = isinstance(value, (str, os.PathLike)) and "\0" not in str(os.fspath(value))
+        wanted = "a path (str or os.PathLike) without NUL"
+    elif key in ("user", "group", "extra_groups"):
+        import grp
+        import pwd
+
+        lookup = pwd.getpwnam if key == "user" else grp.getgrnam
+        ids = value if key == "extra_groups" and isinstance(value, (list, tuple)) else [value]
+        ok = value is None or all(_known_id(lookup, one) for one in ids)
+        wanted = f"{'a user' if key == 'user' else 'groups' if key == 'extra_groups' else 'a group'} of this machine"
+    elif key in ("bufsize", "umask"):
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an int"
+    elif key == "pass_fds":
+        ok = isinstance(value, (list, tuple, set, frozenset)) and all(
+            isinstance(fd, int) and not isinstance(fd, bool) and _is_fd(fd) for fd in value
+        )
+        wanted = "open file descriptors (ints) of this process"
+    elif key == "preexec_fn":
+        ok, wanted = value is None or callable(value), "None or a function"
+    elif key == "stdin":
+        ok, wanted = value is None or isinstance(value, int) or hasattr(value, "fileno"), "None, a descriptor or a file"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{where}: popen_kwargs {key} must be {wanted}, got {value!r}")
+
+
+def _is_fd(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _known_id(lookup: Callable[[str], Any], one: object) -> bool:
+    if isinstance(one, int) and not isinstance(one, bool):
+        return one >= 0
+    try:
+        return isinstance(one, str) and bool(lookup(one))
+    except KeyError:
+        return False
 
 
 def _checked_pattern(where: str, pattern: object) -> re.Pattern[str] | None:
@@ -487,9 +542,9 @@ def _config_digests(name: str, paths: object, rootdir: Path) -> dict[str, str]:
         raise TypeError(f"{where}: config_files must be a list of paths, got {paths!r}")
     digests = {}
     for path in paths:
-        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str) or not os.fspath(path):
-            raise TypeError(f"{where}: config_files items must be str or os.PathLike paths, got {path!r}")
-        given = os.fspath(path)
+        given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+        if not isinstance(given, str) or not given or "\0" in given:
+            raise TypeError(f"{where}: config_files items must be str or os.PathLike paths (no NUL), got {path!r}")
         full = rootdir / given  # an absolute path replaces rootdir
         digest = hashlib.sha256()
         try:
@@ -2397,6 +2452,11 @@ class XProcess:
             with session.wakeups().watching(info.logpath) as wakeups:
                 try:
                     popen = _spawn(spec, marker, logfd)
+                except (TypeError, ValueError, LookupError, subprocess.SubprocessError) as exc:
+                    raise XProcessError(
+                        f"xprocess {info.name!r}: subprocess.Popen refused its args, env or popen_kwargs: {exc!r}",
+                        name=info.name,
+                    ) from exc
                 finally:
                     os.close(logfd)
                 session.adopt(popen)
@@ -2441,8 +2501,16 @@ def _static_timeout(starter: Any) -> float:
     """The starter's ``timeout`` if it can be read without running its code, for the lock wait."""
     value = inspect.getattr_static(starter, "timeout", None)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
+        return _seconds(value)
     return float(ProcessStarter.timeout)
+
+
+def _seconds(value: float) -> float:
+    """A positive number as a float: an int too big for one is no limit, as ``inf`` is."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
 
 
 def _why_start(old: _Recorded, spec: _Spec, restart: bool, crashed: str) -> str | None:

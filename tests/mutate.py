@@ -244,6 +244,30 @@ MUTATIONS = [
         "tests/test_files.py::test_a_removed_gitignore_comes_back",
     ),
     (
+        "popen_kwargs values not checked before the running process is stopped",
+        "        _check_popen_value(where, key, value)\n",
+        "        pass\n",
+        "tests/test_starter.py::test_bad_starter_values_stop_nothing",
+    ),
+    (
+        "an unknown user name taken for a known one",
+        "        return isinstance(one, str) and bool(lookup(one))\n    except KeyError:\n        return False",
+        "        return isinstance(one, str)\n    except KeyError:\n        return False",
+        "tests/test_starter.py::test_bad_starter_values_stop_nothing",
+    ),
+    (
+        "a NUL byte in args left for Popen to refuse after the stop",
+        '    if any("\\0" in arg for arg in argv):',
+        "    if False:",
+        "tests/test_starter.py::test_bad_starter_values_stop_nothing",
+    ),
+    (
+        "what Popen refuses once it runs left as its bare traceback",
+        "                except (TypeError, ValueError, LookupError, subprocess.SubprocessError) as exc:",
+        "                except () as exc:",
+        "tests/test_starter.py::test_what_popen_refuses_once_it_runs_is_the_plugins_error",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

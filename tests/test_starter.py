@@ -72,19 +72,68 @@ def test_popen_kwargs_stdin_is_accepted(xp):
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, words",
+    "attrs, error, words",
     [
-        ({"cwd": "/nonexistent"}, FileNotFoundError, "working directory '/nonexistent' does not exist"),
-        ({"stdinn": None}, TypeError, "subprocess.Popen does not take: stdinn"),
+        (
+            {"popen_kwargs": {"cwd": "/nonexistent"}},
+            FileNotFoundError,
+            "working directory '/nonexistent' does not exist",
+        ),
+        ({"popen_kwargs": {"stdinn": None}}, TypeError, "subprocess.Popen does not take: stdinn"),
+        # issue 26, case 14: values Popen refuses only once it runs, or with a traceback of its own
+        ({"popen_kwargs": {"user": "no-such-user-xyz"}}, ValueError, "popen_kwargs user must be a user of this"),
+        ({"popen_kwargs": {"group": "no-such-group-xyz"}}, ValueError, "popen_kwargs group must be a group of"),
+        ({"popen_kwargs": {"extra_groups": ["no-such-xyz"]}}, ValueError, "popen_kwargs extra_groups must be groups"),
+        ({"popen_kwargs": {"user": -5}}, ValueError, "popen_kwargs user must be a user"),
+        ({"popen_kwargs": {"cwd": 5}}, ValueError, "popen_kwargs cwd must be a path"),
+        (
+            {"popen_kwargs": {"cwd": "a\0b"}},
+            ValueError,
+            "popen_kwargs cwd must be a path (str or os.PathLike) without NUL",
+        ),
+        ({"popen_kwargs": {"umask": "022"}}, ValueError, "popen_kwargs umask must be an int"),
+        ({"popen_kwargs": {"bufsize": "x"}}, ValueError, "popen_kwargs bufsize must be an int"),
+        ({"popen_kwargs": {"pass_fds": [987654]}}, ValueError, "popen_kwargs pass_fds must be open file descriptors"),
+        ({"popen_kwargs": {"pass_fds": "3"}}, ValueError, "popen_kwargs pass_fds must be open file descriptors"),
+        ({"popen_kwargs": {"preexec_fn": 5}}, ValueError, "popen_kwargs preexec_fn must be None or a function"),
+        (
+            {"popen_kwargs": {"stdin": "input.txt"}},
+            ValueError,
+            "popen_kwargs stdin must be None, a descriptor or a file",
+        ),
+        ({"popen_kwargs": {"executable": "/no/such"}}, FileNotFoundError, "'/no/such' is not an executable file"),
+        ({"popen_kwargs": {"executable": 5}}, ValueError, "popen_kwargs executable must be a path"),
+        ({"args": py("print('ready\0')")}, ValueError, "args items may not contain a NUL byte"),
+        ({"env": {"A": "x\0y"}}, TypeError, "env must be None or a mapping of str to str (no NUL"),
+        ({"config_files": ["a\0b"]}, TypeError, "config_files items must be str or os.PathLike paths (no NUL)"),
     ],
 )
-def test_bad_popen_kwargs_stop_nothing(xp, kwargs, error, words):
+def test_bad_starter_values_stop_nothing(xp, attrs, error, words):
+    """A changed starter with a bad value is refused with a message naming it, before the running
+    process is stopped for the restart the change would have made."""
     running = xp.ensure("kw", starter(SLEEPER))[0]
     log = xp.statedir / "kw" / "xprocess.log"
-    with pytest.raises(error, match=re.escape(words)):
-        xp.ensure("kw", starter(SLEEPER, popen_kwargs=kwargs))
+    with pytest.raises(error, match=re.escape("xprocess 'kw': ") + ".*" + re.escape(words)):
+        xp.ensure("kw", starter(SLEEPER, **attrs))
     assert alive(running) and XProcessInfo(xp.statedir, "kw").isrunning()
     assert log.read_text() == "ready\n" and not log.with_name("xprocess.log.1").exists()
+
+
+def test_what_popen_refuses_once_it_runs_is_the_plugins_error(xp):
+    """Issue 26, case 14: a value only Popen itself refuses (a preexec_fn that raises) is an
+    XProcessError naming the process and what refused it, not Popen's bare traceback."""
+
+    def fails():
+        raise RuntimeError("no")
+
+    with pytest.raises(XProcessError, match=r"xprocess 'kw': subprocess.Popen refused its args, env or popen_kwargs"):
+        xp.ensure("kw", starter(SLEEPER, popen_kwargs={"preexec_fn": fails}))
+    assert not XProcessInfo(xp.statedir, "kw").isrunning()
+
+
+def test_a_timeout_too_big_for_a_float_is_no_limit(xp):
+    """An int timeout past a float's range (10**400) is accepted as no limit, as inf is."""
+    assert alive(xp.ensure("kw", starter(SLEEPER, timeout=10**400))[0])
 
 
 def test_a_changed_pattern_restarts(xp):
@@ -356,13 +405,13 @@ def test_a_missing_config_file_is_an_error_before_anything_is_stopped(xp, tmp_pa
     ("bad", "words"),
     [
         ("app.conf", "config_files must be a list of paths, got 'app.conf'"),
-        ([b"app.conf"], "config_files items must be str or os.PathLike paths, got b'app.conf'"),
+        ([b"app.conf"], "config_files items must be str or os.PathLike paths (no NUL), got b'app.conf'"),
         ([3], "got 3"),
         (None, "got None"),
     ],
 )
 def test_config_files_of_the_wrong_type(xp, bad, words):
-    with pytest.raises(TypeError, match=words.replace(".", r"\.")):
+    with pytest.raises(TypeError, match=re.escape(words)):
         xp.ensure("app", starter(SLEEPER, config_files=bad))
     assert not xp.getinfo("app").controldir.exists()
 
