@@ -151,6 +151,21 @@ class XProcessWarning(UserWarning):
     """Recorded state could not be read: the process counts as not running and the run goes on."""
 
 
+class _Scarce(XProcessError):
+    """This process ran out of descriptors (or memory): what it tried to read is unknown, not gone."""
+
+
+def _raise_if_scarce(exc: OSError) -> None:
+    """Raise ``_Scarce`` for an error of this process's own limits: read as "no such process",
+    "bad state" or "no lease", it would have a server restarted or stopped under another session."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        raise _Scarce(
+            f"xprocess: {exc.strerror}{f' ({exc.filename})' if exc.filename else ''}: this pytest ran out of file "
+            "descriptors (or memory), and what xprocess could not read it does not guess. Close the files and "
+            "sockets the tests leave open, or raise the limit (ulimit -n)"
+        ) from exc
+
+
 class _InUse(Exception):
     """Another session holds the process, or is starting it (``holders``): not to be stopped now."""
 
@@ -629,7 +644,11 @@ def _open_checked(
 ) -> int:
     """The one ``os.open`` of kept files: no link (unless ``follow``), no blocking, a regular file
     only (``owned``: this user's; ``ident``: that (device, inode)), else ``OSError`` saying why."""
-    fd = os.open(path, flags | (_SAFE_OPEN & ~_NOFOLLOW if follow else _SAFE_OPEN), 0o600)
+    try:
+        fd = os.open(path, flags | (_SAFE_OPEN & ~_NOFOLLOW if follow else _SAFE_OPEN), 0o600)
+    except OSError as exc:
+        _raise_if_scarce(exc)
+        raise
     st = os.fstat(fd)
     problem = ""
     if stat.S_ISDIR(st.st_mode):
@@ -861,11 +880,14 @@ def _libc() -> Any:
     """The C library, on Linux (for inotify and prctl), else None."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
     try:
+        import ctypes
+
         return ctypes.CDLL(None, use_errno=True)
-    except (OSError, AttributeError):
+    except OSError as exc:  # the import too fails, at the descriptor limit
+        _raise_if_scarce(exc)
+        return None
+    except AttributeError:
         return None
 
 
@@ -878,6 +900,7 @@ def _pidfd(pid: int) -> int | None:
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             raise ValueError(f"{pid} is a thread id, not a process") from None
+        _raise_if_scarce(exc)
         return None
 
 
@@ -1348,7 +1371,8 @@ def _read_proc(name: str) -> bytes | None:
     """The content of ``/proc/<name>``, or None if it cannot be read."""
     try:
         fd = os.open(f"/proc/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except OSError as exc:
+        _raise_if_scarce(exc)
         return None
     try:
         chunks = [os.read(fd, 65536)]
@@ -1382,7 +1406,11 @@ class _ProcFS:
             return None
 
     def pids(self) -> list[int]:
-        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+        try:
+            return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+        except OSError as exc:
+            _raise_if_scarce(exc)
+            raise
 
     # Servers that set their process title (Redis, PostgreSQL's workers) overwrite the memory the
     # environment is read from: they show none.
@@ -1499,7 +1527,10 @@ class _Portable(_ProcFS):
                 zombie = status == psutil.STATUS_ZOMBIE
                 stopped = status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
                 return _Proc(pid, repr(created), created, p.ppid(), 0 if zombie else os.getsid(pid), zombie, stopped)
-        except (psutil.Error, OSError):
+        except psutil.Error:
+            return None
+        except OSError as exc:
+            _raise_if_scarce(exc)
             return None
 
     def pids(self) -> list[int]:
@@ -1929,6 +1960,8 @@ def _lock_now(info: XProcessInfo, held: list[int]) -> None:
     """Take ``info``'s start lock into ``held`` (no directory: nobody starts it), else ``_InUse``."""
     try:
         fd = _open_lock(info.controldir / LOCK_NAME)
+    except _Scarce:
+        raise
     except XProcessError:
         return
     held.append(fd)
@@ -2261,6 +2294,14 @@ class _Session:
             self.crash_watch.add(info.name, ensured[0], popen, info.logpath)
         return ensured
 
+    def let_go(self, name: str) -> None:
+        """``name`` is stopped on purpose (``terminate()``): not watched, and not leased, any more
+        (a session starting and stopping a server per test kept a descriptor per name)."""
+        self.unwatch(name)
+        fd = self.leases.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
     def unwatch(self, name: str) -> str:
         """Stop watching ``name`` (stopped on purpose); return "it died during ..." if it had crashed."""
         if self.crash_watch is None:
@@ -2365,7 +2406,7 @@ class XProcess:
     def getinfo(self, name: str) -> XProcessInfo:
         """The :class:`XProcessInfo` of ``name``; creates nothing on disk."""
         info = XProcessInfo(self.statedir, name)
-        info._before_stop = self._session.unwatch
+        info._before_stop = self._session.let_go
         return info
 
     def ensure(self, name: str, starter: Any, restart: bool = False, persist_logs: bool = True) -> _Ensured:
@@ -2452,6 +2493,9 @@ class XProcess:
             with session.wakeups().watching(info.logpath) as wakeups:
                 try:
                     popen = _spawn(spec, marker, logfd)
+                except OSError as exc:
+                    _raise_if_scarce(exc)
+                    raise
                 except (TypeError, ValueError, LookupError, subprocess.SubprocessError) as exc:
                     raise XProcessError(
                         f"xprocess {info.name!r}: subprocess.Popen refused its args, env or popen_kwargs: {exc!r}",
@@ -2556,8 +2600,12 @@ def _check_before_reuse(check: Callable[[], Any]) -> bool:
     def run() -> None:
         try:
             result.append(bool(check()))
-        except OSError:
-            result.append(False)
+        except OSError as exc:
+            try:
+                _raise_if_scarce(exc)  # not "it does not answer": it would be restarted
+                result.append(False)
+            except _Scarce as scarce:
+                result.append(scarce)
         except BaseException as exc:
             result.append(exc)
 

@@ -268,6 +268,30 @@ MUTATIONS = [
         "tests/test_starter.py::test_what_popen_refuses_once_it_runs_is_the_plugins_error",
     ),
     (
+        "terminate() keeps this session's lease on what it stops",
+        "        info._before_stop = self._session.let_go",
+        "        info._before_stop = self._session.unwatch",
+        "tests/test_session.py::test_a_server_per_test_under_its_own_name_keeps_no_descriptor",
+    ),
+    (
+        "a kept file that cannot be opened for want of descriptors read as missing or bad",
+        "    except OSError as exc:\n        _raise_if_scarce(exc)\n        raise\n    st = os.fstat(fd)",
+        "    except OSError as exc:\n        raise\n    st = os.fstat(fd)",
+        "tests/test_ensure.py::test_at_the_descriptor_limit_a_running_server_is_neither_restarted_nor_orphaned",
+    ),
+    (
+        "/proc unreadable for want of descriptors read as no such process",
+        "    except OSError as exc:\n        _raise_if_scarce(exc)\n        return None\n    try:\n        chunks",
+        "    except OSError as exc:\n        return None\n    try:\n        chunks",
+        "tests/test_ensure.py::test_at_the_descriptor_limit_a_running_server_is_neither_restarted_nor_orphaned",
+    ),
+    (
+        "a spawn out of descriptors left as a bare OSError",
+        "                except OSError as exc:\n                    _raise_if_scarce(exc)\n                    raise\n",
+        "",
+        "tests/test_ensure.py::test_at_the_descriptor_limit_a_running_server_is_neither_restarted_nor_orphaned",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

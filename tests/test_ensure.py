@@ -10,11 +10,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 from conftest import (
     SLEEPER,
     alive,
     conftest_source,
+    ours_still_running,
+    py,
     starter,
     terminate_all,
     wait_for,
@@ -197,3 +200,62 @@ def test_a_check_that_blocks_on_reuse_counts_as_failed(xp):
         hang.set()  # lets the abandoned check's thread end
     assert second[0] != first[0]
     assert len(calls) >= 2
+
+
+def test_at_the_descriptor_limit_a_running_server_is_neither_restarted_nor_orphaned(xp):
+    """Issue 26, case 15: a pytest out of file descriptors could not read the state, /proc or the
+    lease, and took that for "not running" (a restart, or a second server beside the first) or
+    failed with a misleading message ("make it writable", an ImportError). Now, wherever the limit
+    is hit, ensure() raises one error saying so, and the server is reused once descriptors are back."""
+    pid = xp.ensure("srv", starter(SLEEPER))[0]
+    child = subprocess.run(
+        py(f"""
+            import os
+            import xprocess
+            from xprocess import XProcess, XProcessError
+            from conftest import starter, SLEEPER
+
+            def at_the_limit(spare, what):
+                held = []
+                try:
+                    while True:
+                        held.append(os.open("/dev/null", os.O_RDONLY))
+                except OSError:
+                    pass
+                for _ in range(spare):
+                    os.close(held.pop())
+                try:
+                    return what()
+                except XProcessError as exc:
+                    return "ulimit" if "ran out of file descriptors (or memory)" in str(exc) else repr(exc)
+                except BaseException as exc:
+                    return repr(exc)
+                finally:
+                    for fd in held:
+                        os.close(fd)
+
+            with XProcess(None, {str(xp.rootdir)!r}) as xp:
+                for spare in range(12):
+                    srv = at_the_limit(spare, lambda: str(xp.ensure("srv", starter(SLEEPER))[0]))
+                    fresh = at_the_limit(spare, lambda: xp.ensure(f"fresh{{spare}}", starter(SLEEPER)) and "started")
+                    xp.getinfo(f"fresh{{spare}}").terminate()
+                    proc = at_the_limit(spare, lambda: "seen" if xprocess._OS.proc(os.getpid()) else "NONE")
+                    print(spare, srv, fresh, proc, flush=True)
+        """),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=xp.rootdir,  # not the checkout: the module under test (a mutated copy) is the one imported
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(Path(__file__).parent)])),
+        },
+    )
+    rows = [line.split(" ", 3) for line in child.stdout.splitlines()]
+    assert len(rows) == 12, child.stderr
+    srv, fresh, proc = ({row[i] for row in rows} for i in (1, 2, 3))
+    assert srv == {str(pid), "ulimit"} and rows[-1][1] == str(pid), rows  # reused, or a clear error
+    assert fresh == {"started", "ulimit"} and rows[-1][2] == "started", rows  # started, or a clear error
+    assert proc == {"seen", "ulimit"}, rows  # a process is never "gone" for want of a descriptor
+    assert xp.ensure("srv", starter(SLEEPER))[0] == pid
+    assert [p.pid for p in ours_still_running(xp.rootdir)] == [pid]

@@ -273,6 +273,42 @@ def test_an_xprocess_outside_pytest_closes_its_pidfds(xp):
     assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[pidfd]"
 
 
+def test_a_server_per_test_under_its_own_name_keeps_no_descriptor(pytester_xp):
+    """Issue 26, case 15: a session starting and stopping a server per test under a name of its
+    own (werkzeug's fixture) kept the lease of each name open: at the descriptor limit (here 64)
+    ensure() failed. Each terminate() ends this session's lease on what it stops."""
+    pytester_xp.makeconftest(
+        textwrap.dedent(f"""
+            import resource, sys, pytest
+            from xprocess import ProcessStarter
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+            class Server(ProcessStarter):
+                pattern = "ready"
+                args = {py(SLEEPER)!r}
+
+            @pytest.fixture
+            def server(xprocess, request):
+                name = "srv-" + request.node.name
+                xprocess.ensure(name, Server)
+                yield
+                xprocess.getinfo(name).terminate()
+        """)
+    )
+    pytester_xp.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(80))
+        def test_it(server, i):
+            pass
+        """
+    )
+    result = pytester_xp.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=80)
+
+
 def test_summary_is_a_pytest_section_with_the_blank_line_before_its_header(pytester_xp):
     result = sleeper_project(pytester_xp).runpytest_subprocess()
     result.assert_outcomes(passed=1)
