@@ -1180,6 +1180,13 @@ def _hints(info: XProcessInfo, spec: _Spec, exitcode: int | None, tail: list[str
             "(daemonized); run it in the foreground (redis-server: --daemonize no; nginx: -g 'daemon off;'; "
             "PostgreSQL: postgres -D DATADIR, not pg_ctl start)"
         )
+    uid = _uid_of(spec.popen_kwargs.get("user"))
+    if uid not in (None, 0, os.geteuid()) and "cwd" not in spec.popen_kwargs:
+        hints.append(
+            f"it runs as {_user(uid)}, who may not enter its working directory {spec.cwd} (xprocess keeps "
+            f"{STATE_DIR} for {_user(os.geteuid())} alone): set popen_kwargs['cwd'] to a directory that user may "
+            "write to"
+        )
     in_use = [line for line in tail if _IN_USE_RE.search(line)]
     port = spec.port()
     ports = [port] if port is not None else []
@@ -1196,6 +1203,15 @@ def _hints(info: XProcessInfo, spec: _Spec, exitcode: int | None, tail: list[str
             "(one this user cannot see, or one that has ended since)"
         )
     return hints
+
+
+def _uid_of(user: object) -> int | None:
+    """The uid ``popen_kwargs["user"]`` names (checked already: a known name or uid), or None."""
+    if isinstance(user, str):
+        import pwd
+
+        return pwd.getpwnam(user).pw_uid
+    return user if isinstance(user, int) else None
 
 
 def _port_holders(port: int, prefix: str) -> list[tuple[int, str]]:

@@ -292,6 +292,12 @@ MUTATIONS = [
         "tests/test_ensure.py::test_at_the_descriptor_limit_a_running_server_is_neither_restarted_nor_orphaned",
     ),
     (
+        "no hint for a server run as a user who may not enter its directory",
+        '    if uid not in (None, 0, os.geteuid()) and "cwd" not in spec.popen_kwargs:',
+        "    if False:",
+        "tests/integration/test_identity.py::test_a_server_run_as_another_user_that_cannot_enter_its_directory_gets_a_hint",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -199,6 +199,29 @@ def test_a_title_rewriting_server_run_as_another_user_is_ours(project):
     assert not alive(pid)
 
 
+def test_a_server_run_as_another_user_that_cannot_enter_its_directory_gets_a_hint(project):
+    """Issue 26's held-out check: redis-server run as nobody with the default working directory
+    (the control directory, 0700 for the user running pytest) exits at once on "Permission
+    denied": the failure says who it runs as and what to set (the test above sets it)."""
+    if os.geteuid() != 0:
+        pytest.skip("running a server as another user needs root")
+    conftest = project / "conftest.py"
+    conftest.write_text(
+        conftest.read_text().replace(
+            '        pattern = "Ready to accept connections"\n',
+            '        pattern = "Ready to accept connections"\n        popen_kwargs = {"user": "nobody"}\n',
+        )
+    )
+    result = run(project, "-k", "redis")
+    assert result.returncode != 0
+    assert "Permission denied" in result.stdout, result.stdout
+    assert re.search(
+        r"hint: it runs as uid \d+ \(nobody\), who may not enter its working directory .*/\.xprocess/redis "
+        r"\(xprocess keeps \.xprocess for uid 0 \(root\) alone\): set popen_kwargs\['cwd'\]",
+        result.stdout,
+    ), result.stdout
+
+
 def test_a_symlinked_state_directory_is_refused(project, tmp_path):
     """Case 7: two projects whose .xprocess link to one directory would mix their processes:
     it is refused, saying what to do."""
