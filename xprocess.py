@@ -1131,7 +1131,16 @@ def _wait_ready(
                     check = None
             # 4. Ready, exited, or out of time.
             if matched and check is None:
-                return spec, match, end if spec.pattern is not None else info.logpath.stat().st_size
+                # a check that passed once the process exited answered for another: the daemon it
+                # left (which no proof finds: it writes elsewhere), or another server on its port
+                if spec.check is None or _exit_status(popen) is None:
+                    return spec, match, end if spec.pattern is not None else info.logpath.stat().st_size
+                exitcode = _exit_status(popen)
+                raise failure(
+                    ProcessExitedError,
+                    f"exited with code {exitcode}: its startup_check passed, but for another process",
+                    exitcode,
+                )
             if exitcode is not None:
                 raise failure(ProcessExitedError, f"exited with code {exitcode} before it was ready", exitcode)
             if deadline.expired():

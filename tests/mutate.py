@@ -298,6 +298,12 @@ MUTATIONS = [
         "tests/integration/test_identity.py::test_a_server_run_as_another_user_that_cannot_enter_its_directory_gets_a_hint",
     ),
     (
+        "a startup_check passing after the process exited taken for its readiness",
+        "                if spec.check is None or _exit_status(popen) is None:",
+        "                if True:",
+        "tests/test_wait.py::test_a_daemonizing_server_whose_check_passes_is_a_failed_start_naming_the_daemon",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -16,6 +16,7 @@ from conftest import (
     SLEEPER,
     alive,
     conftest_source,
+    kill_writing_under,
     ours_still_running,
     py,
     starter,
@@ -208,6 +209,13 @@ def test_at_the_descriptor_limit_a_running_server_is_neither_restarted_nor_orpha
     failed with a misleading message ("make it writable", an ImportError). Now, wherever the limit
     is hit, ensure() raises one error saying so, and the server is reused once descriptors are back."""
     pid = xp.ensure("srv", starter(SLEEPER))[0]
+    try:
+        at_the_limit(xp, pid)
+    finally:
+        kill_writing_under(xp.rootdir)  # a broken plugin (tests/mutate.py) may leave a second server
+
+
+def at_the_limit(xp: XProcess, pid: int) -> None:
     child = subprocess.run(
         py(f"""
             import os

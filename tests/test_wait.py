@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
+from pathlib import Path
 
 import psutil
 import pytest
@@ -526,3 +527,61 @@ def test_child_processes_are_in_their_own_session(project):
     pid = recorded_pid(project)
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # a session and a group of its own
     assert os.getsid(pid) != os.getsid(0)
+
+
+def test_a_daemonizing_server_whose_check_passes_is_a_failed_start_naming_the_daemon(xp, tmp_path):
+    """Issue 26, case 8: a server that daemonizes (it forks, the fork writes to /dev/null and
+    listens, the process started exits 0: redis-server --daemonize yes) while its startup_check
+    passes was reported started; its daemon, which nothing proves to be ours, was orphaned, one
+    more on each run. Its check passing after it exited is a failed start, with the daemon hint
+    and the pid that holds its port."""
+    pidfile = tmp_path / "daemon.pid"
+    daemon_code = f"""if 1:
+        import os, socket, sys, time
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", int(sys.argv[1])))
+        s.listen()
+        open({str(pidfile)!r}, "w").write(str(os.getpid()))
+        os.write(int(sys.argv[2]), b"x")
+        time.sleep(600)
+    """
+    code = f"""
+        import os, sys
+        r, w = os.pipe()
+        if os.fork():
+            os.read(r, 1)  # the daemon listens: the process started exits
+            os._exit(0)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.set_inheritable(w, True)
+        # no environment, output to /dev/null: nothing proves it ours (Redis rewrites its title)
+        os.execve(sys.executable, [sys.executable, "-c", {daemon_code!r}, sys.argv[1], str(w)], {{}})
+    """
+
+    class Daemon(ProcessStarter):
+        pattern = None
+        timeout = 30
+
+        @property
+        def args(self):
+            return [*py(code), str(self.port)]
+
+        def startup_check(self):  # its first call passes, as the process started exits (here: once it has)
+            started = self.process.getinfo("daemon").pid
+            wait_for(lambda: Path(f"/proc/{started}/stat").read_text().rpartition(")")[2].split()[0] == "Z")
+            return self.listening()
+
+    try:
+        with pytest.raises(
+            ProcessExitedError, match="exited with code 0: its startup_check passed, but for another"
+        ) as e:
+            xp.ensure("daemon", Daemon)
+        daemon = int(pidfile.read_text())
+        assert "went into the background (daemonized)" in str(e.value)
+        assert f"is in use by pid {daemon}" in str(e.value)
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), 9)
