@@ -2201,6 +2201,7 @@ class _Session:
         self.records: list[dict[str, Any]] = []  # what this process recorded, kept if the file cannot be
         self._last: dict[str, dict[str, Any]] = {}  # name -> the last of them: a repeated reuse adds nothing
         self.leases: dict[str, int] = {}  # name -> fd of the lease this session holds on it
+        self._lost: set[str] = set()  # leased names whose process died: the lease follows the next one
         self.crash_watch: _CrashWatch | None = None  # created on first use
         self._test = ""  # the test running, or the last one: a crash noticed now happened during it
         self._offsets: dict[str, list[Any]] = {}  # name -> [log path, its size when the current test started]
@@ -2294,6 +2295,7 @@ class _Session:
     def hold(self, info: XProcessInfo, pid: int, ident: tuple[int, ...]) -> None:
         """Hold a shared lease on ``info``'s process (its log file, reached through the process if
         its path is gone) until this session ends or dies."""
+        self._lost.discard(info.name)
         if info.name not in self.leases:
             fd = _open_inode([os.fspath(info.logpath), *(_OS.held_file(pid, n) for n in (1, 2))], ident)
 
@@ -2332,22 +2334,41 @@ class _Session:
         if self.crash_watch is None:
             return ""
         self.notice_crashes()  # a crash before this stop is still one
+        self._lost.discard(name)
         self.crash_watch.remove(name)
         test = self.crash_watch.died.pop(name, None)
         return "" if test is None else f"it died during {test}"
 
     def notice_crashes(self) -> None:
-        """Record each crash of a watched process since the last look, for the summary."""
+        """Record each crash of a watched process since the last look, for the summary; its lease
+        is let go, to follow the process started again in its place."""
         for record in self.crash_watch.look(self._test) if self.crash_watch is not None else ():
+            fd = self.leases.pop(record["name"], None)
+            if fd is not None:
+                os.close(fd)
+                self._lost.add(record["name"])
             if self.id:
                 with contextlib.suppress(OSError):
                     self._append(record)
+
+    # Its tests still talk to the name's port: when another session starts it again, what they
+    # talk to is the new process, which this session leases, or a third session would stop it.
+    def follow(self) -> None:
+        """Lease (and watch) the process now running under each name whose leased process died."""
+        for name in list(self._lost):
+            info = XProcessInfo(self.statedir, name)
+            recorded = _Recorded.read(info)
+            if recorded.running and recorded.proc is not None and recorded.state is not None:
+                self.hold(info, recorded.proc.pid, recorded.state.log)
+                if self.crash_watch is not None:
+                    self.crash_watch.add(name, recorded.proc.pid, None, info.logpath)
 
     def test_starts(self, nodeid: str) -> None:
         for entry in self._offsets.values():
             with contextlib.suppress(OSError):
                 entry[1] = entry[0].stat().st_size
         self.notice_crashes()  # a crash since the last test's last report happened during it, at the latest
+        self.follow()
         self._test = nodeid
 
     def sections(self, nodeid: str, failed: bool) -> list[tuple[str, str]]:

@@ -304,6 +304,12 @@ MUTATIONS = [
         "tests/test_wait.py::test_a_daemonizing_server_whose_check_passes_is_a_failed_start_naming_the_daemon",
     ),
     (
+        "the lease of a crashed process not moved to the one started again",
+        "        self.follow()\n",
+        "",
+        "tests/test_session.py::test_after_a_crash_the_lease_follows_the_server_started_again",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -13,11 +13,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SLEEPER, conftest_source, py, sleeper_project, starter, wait_for
+from conftest import SLEEPER, alive, conftest_source, py, sleeper_project, starter, terminate_all, wait_for
 
-from xprocess import (
-    XProcess,
-)
+from xprocess import XProcess, XProcessError, XProcessInfo
 
 
 def test_processes_stop_after_the_session_fixtures_that_use_them(pytester_xp):
@@ -307,6 +305,27 @@ def test_a_server_per_test_under_its_own_name_keeps_no_descriptor(pytester_xp):
     )
     result = pytester_xp.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=80)
+
+
+@pytest.mark.parametrize("noticed", ["before the restart", "after the restart"])
+def test_after_a_crash_the_lease_follows_the_server_started_again(tmp_path, noticed):
+    """Issue 26, case 9: session A uses srv; srv crashes; session B starts it again, and A's tests
+    go on talking to the new one. A held the lease of the dead one only, so a third session's
+    restart stopped the new one under A. A's lease follows it (noticed at A's next test start,
+    before or after B's restart), and the third session waits for A, then gives up."""
+    with XProcess(None, tmp_path) as a:
+        first = a.ensure("srv", starter(SLEEPER))[0]
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: not XProcessInfo(a.statedir, "srv").isrunning())
+        if noticed == "before the restart":
+            a._session.test_starts("test_a1")
+        with XProcess(None, tmp_path) as b:
+            second = b.ensure("srv", starter(SLEEPER))[0]
+        a._session.test_starts("test_a2")
+        with XProcess(None, tmp_path) as c, pytest.raises(XProcessError, match="in use by another session"):
+            c.ensure("srv", starter(SLEEPER, timeout=1), restart=True)
+        assert alive(second) and XProcessInfo(a.statedir, "srv").pid == second
+    terminate_all(tmp_path / ".xprocess")
 
 
 def test_summary_is_a_pytest_section_with_the_blank_line_before_its_header(pytester_xp):
