@@ -1896,7 +1896,9 @@ def _open_inode(paths: Sequence[str], ident: tuple[int, ...]) -> int | None:
 def _lease_files(procs: Sequence[_Proc], recorded: _Recorded) -> dict[tuple[int, int], list[str]]:
     """The name's log files ``procs`` write to (their leases' files), each with paths that open it."""
     ident = recorded.state.log if recorded.state else None
-    logs: dict[tuple[int, int], list[str]] = {}
+    # the recorded log by its path too: a server that moved its output to a file of its own once
+    # running writes to it no more, and sessions lease it still
+    logs: dict[tuple[int, int], list[str]] = {ident: [os.fspath(recorded.info.logpath)]} if ident and procs else {}
     for p in procs:
         for path, file, _, fd in _OS.stdout_files(p.pid):
             if file == ident or _control_dir_of(path) == recorded.info._kernel_dir:

@@ -310,6 +310,12 @@ MUTATIONS = [
         "tests/test_session.py::test_after_a_crash_the_lease_follows_the_server_started_again",
     ),
     (
+        "the recorded log's leases ignored once its server writes elsewhere",
+        "{ident: [os.fspath(recorded.info.logpath)]} if ident and procs else {}",
+        "{}",
+        "tests/test_stopping.py::test_a_server_that_moves_its_output_to_a_log_of_its_own_is_still_leased",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -570,3 +570,31 @@ def test_a_waiting_restart_does_not_block_plain_reuse(pytester_xp):
         a.communicate(timeout=60)
     assert code == 0, out
     assert a.returncode == 0
+
+
+def test_a_server_that_moves_its_output_to_a_log_of_its_own_is_still_leased(tmp_path):
+    """Issue 26, case 10: a server that, once running, sends its stdout and stderr to a file of
+    its own (its environment kept: its marker proves it) no longer writes to the recorded log, and
+    the leases on that log were ignored: another session's restart stopped it under the first.
+    The recorded log is leased, and looked at, by its path too."""
+    own = tmp_path / "own.log"
+    code = f"""
+        import os, time
+        print("ready", flush=True)
+        fd = os.open({str(own)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        print("moved", flush=True)
+        time.sleep(600)
+    """
+    with XProcess(None, tmp_path) as a:
+        pid = a.ensure("srv", starter(code))[0]
+        assert wait_for(lambda: own.exists() and own.read_text() == "moved\n")
+        assert os.readlink(f"/proc/{pid}/fd/1") == str(own)
+        with XProcess(None, tmp_path) as b, pytest.raises(xprocess.XProcessError, match="in use by another session"):
+            b.ensure("srv", starter(code, timeout=1), restart=True)
+        assert alive(pid)
+    with XProcess(None, tmp_path) as c:  # once no session holds it, a restart stops it
+        assert c.ensure("srv", starter(code), restart=True)[0] != pid
+        assert wait_for(lambda: not alive(pid))
+        c.getinfo("srv").terminate()
