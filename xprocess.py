@@ -1630,7 +1630,8 @@ _OS: _ProcFS = _ProcFS() if _PROC_FS else _Portable()  # tests/psutil_path/sitec
 # start (clock ticks since boot, with the boot id). Every caller asks :func:`_owned` (through
 # _Recorded); :func:`_find_ours` adds its descendants, its session, and every process whose output
 # is a log of the name in this project's control directory or whose marker names it (what earlier
-# starts left when their state was lost). Never pid 1, this process or its ancestors.
+# starts left when their state was lost), with their descendants. Never pid 1, this process or its
+# ancestors.
 
 
 def _control_dir_of(path: str) -> str | None:
@@ -1777,12 +1778,17 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
                 owner = None
             if owner is not None:
                 found[owner][p.pid] = p
-        for pid, name in roots.items():  # descendants, down from the recorded process
-            todo = [pid]
+        if not roots and any(found.values()):  # what a lost state's start left: its children too
+            for pid in _OS.pids():
+                p = _OS.proc(pid) if pid not in exempt else None
+                if p is not None:
+                    children.setdefault(p.ppid, []).append(p)
+        for procs in found.values():  # descendants, down from the recorded process and each one found
+            todo = list(procs)
             while todo:
                 for child in children.get(todo.pop(), ()):
-                    if child.pid not in found[name]:
-                        found[name][child.pid] = child
+                    if child.pid not in procs:
+                        procs[child.pid] = child
                         todo.append(child.pid)
     return {name: [p for p in procs.values() if not p.zombie] for name, procs in found.items()}
 

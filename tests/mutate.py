@@ -316,6 +316,12 @@ MUTATIONS = [
         "tests/test_stopping.py::test_a_server_that_moves_its_output_to_a_log_of_its_own_is_still_leased",
     ),
     (
+        "a lost state's processes found without their descendants",
+        "        if not roots and any(found.values()):",
+        "        if False:",
+        "tests/test_ownership.py::test_after_a_lost_state_the_descendants_of_what_is_found_are_stopped_too",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -559,3 +559,48 @@ def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_after_a_lost_state_the_descendants_of_what_is_found_are_stopped_too(tmp_path):
+    """Issue 26, case 5: with .xprocess lost, the next start finds the server by its log or
+    marker, but a child of it with output of its own and a wiped environment (``redis-server ... |
+    cat``'s first half) was not walked to, and was orphaned. The descendants of each process found
+    are stopped with it; a stranger beside them is not (a private pid namespace: a regression
+    kills nothing outside)."""
+    project = tmp_path / "p"
+    project.mkdir()
+    script = textwrap.dedent("""
+        import shutil, time
+        from xprocess import ProcessStarter, XProcess
+        code = (
+            "import subprocess, sys, time\\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], env={},"
+            " stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)\\n"
+            "print('ready', child.pid, flush=True)\\n"
+            "time.sleep(600)\\n"
+        )
+
+        class Server(ProcessStarter):
+            pattern = r"ready (\\d+)"
+            args = [sys.executable, "-c", code]
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+        with XProcess(None, ".") as xp:
+            first = xp.ensure("srv", Server)
+            kid = int(first.match.group(1))
+            shutil.rmtree(".xprocess")  # the state lost: nothing names the server or its child
+            second = xp.ensure("srv", Server)
+            deadline = time.monotonic() + 10
+            while not (gone(first[0]) and gone(kid)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print(json.dumps(dict(server=gone(first[0]), kid=gone(kid), stranger=stranger.poll() is None,
+                                  new=second[0] != first[0])))
+    """)
+    assert in_pid_namespace(project, script) == {"server": True, "kid": True, "stranger": True, "new": True}
