@@ -1498,20 +1498,31 @@ class _ProcFS:
     # spares reading a thousand processes that are older than the server.
     def candidate_pids(self, states: Sequence[_State | None]) -> list[int]:
         """The pids that may be of processes started after each recorded start."""
+        return self.pids_after([(s.pid, s.forks) if s and self.earliest_start(s) else None for s in states])
+
+    def mark(self) -> tuple[int, int | None] | None:
+        """Where the handing out of pids stands: the last pid and the forks so far (``pids_after``)."""
+        with contextlib.suppress(ValueError):
+            return int(_read_proc("sys/kernel/ns_last_pid") or b""), self.forks()
+        return None
+
+    def pids_after(self, marks: Sequence[tuple[int, int | None] | None]) -> list[int]:
+        """The pids that may be of processes created after each mark (a pid and the forks then);
+        all of them where that cannot be told."""
         pids = self.pids()
+        now = self.mark()
         try:
-            last = int(_read_proc("sys/kernel/ns_last_pid") or b"")
             room = int(_read_proc("sys/kernel/pid_max") or b"") - 300 - len(pids)  # ids to hand out before a wrap
         except ValueError:
             return pids
-        forks = self.forks()
-        recorded = []
-        for state in states:
-            then = state.forks if state else None
-            if forks is None or then is None or not 0 <= forks - then < room or not self.earliest_start(state):
+        last, forks = now if now is not None else (0, None)
+        if forks is None:
+            return pids
+        for mark in marks:
+            if mark is None or mark[1] is None or not 0 <= forks - mark[1] < room:
                 return pids
-            recorded.append(state.pid)  # type: ignore[union-attr]
-        return [pid for pid in pids if any(p < pid <= last if p <= last else pid > p or pid <= last for p in recorded)]
+        starts = [mark[0] for mark in marks]  # type: ignore[index]
+        return [pid for pid in pids if any(p < pid <= last if p <= last else pid > p or pid <= last for p in starts)]
 
     # Every start sweeps what earlier ones left, so no process of a name is older than its
     # recorded start; a start of another boot says nothing.
@@ -1595,6 +1606,12 @@ class _Portable(_ProcFS):
         return None
 
     def candidate_pids(self, states: Sequence[_State | None]) -> list[int]:
+        return self.pids()
+
+    def mark(self) -> tuple[int, int | None] | None:
+        return None
+
+    def pids_after(self, marks: Sequence[tuple[int, int | None] | None]) -> list[int]:
         return self.pids()
 
     def earliest_start(self, state: _State | None) -> float:
@@ -1869,18 +1886,24 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
     everything = list(pending)
     if not pending:
         return {name: 0 for name in found}
+    mark = _OS.mark()
     with _subreaper():  # the orphans of what dies are reaped here, not whenever init gets to them
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
             refused, deadline = set(), _Deadline(wait)  # a bad timeout is refused before any signal
-            for proc in pending:
-                try:
-                    _signal(proc, sig)
-                    if sig == signal.SIGTERM and proc.stopped:
-                        _signal(proc, signal.SIGCONT)
-                except PermissionError:  # not ours to signal after all: no use waiting for it
-                    refused.add(proc)
-                    failed.add(owner[proc.pid])
-            pending = _wait_gone([p for p in pending if p not in refused], deadline, zombies_gone=True)
+            todo = pending
+            while todo:
+                for proc in todo:
+                    try:
+                        _signal(proc, sig)
+                        if sig == signal.SIGTERM and proc.stopped:
+                            _signal(proc, signal.SIGCONT)
+                    except PermissionError:  # not ours to signal after all: no use waiting for it
+                        refused.add(proc)
+                        failed.add(owner[proc.pid])
+                pending = _wait_gone([p for p in pending if p not in refused], deadline, zombies_gone=True)
+                born = _forked(mark, everything, owner)  # a master respawning workers, a shutdown hook
+                pending += born
+                todo = [] if deadline.expired() else born  # past it, SIGKILL: a respawner stops then
             if not pending:
                 break
         failed.update(owner[p.pid] for p in pending)
@@ -1888,6 +1911,23 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
     if left:
         _logger.info("xprocess: %s left as zombies for their parent (or init) to reap", [p.pid for p in left])
     return {name: (-1 if name in failed else 1 if procs else 0) for name, procs in found.items()}
+
+
+def _forked(mark: tuple[int, int | None] | None, stopping: list[_Proc], owner: dict[int, str]) -> list[_Proc]:
+    """What ``stopping`` forked since ``mark`` (added to it and ``owner``): children of theirs, or,
+    their parent gone (adopted here or by init), members of their sessions."""
+    sessions = {p.sid: owner[p.pid] for p in stopping if p.sid not in (0, os.getsid(0))}
+    born = []
+    for pid in _OS.pids_after([mark]):
+        if pid in owner or pid in _exempt():
+            continue
+        p = _OS.proc(pid)
+        name = p and (owner.get(p.ppid) or sessions.get(p.sid))
+        if p is not None and name:
+            owner[pid] = name
+            born.append(p)
+    stopping += born
+    return born
 
 
 def _open_inode(paths: Sequence[str], ident: tuple[int, ...]) -> int | None:

@@ -322,6 +322,24 @@ MUTATIONS = [
         "tests/test_ownership.py::test_after_a_lost_state_the_descendants_of_what_is_found_are_stopped_too",
     ),
     (
+        "what a process forks while it is stopped left running",
+        "                born = _forked(mark, everything, owner)",
+        "                born = []",
+        "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
+    ),
+    (
+        "a fork adopted after its parent died not taken for its session's",
+        "        name = p and (owner.get(p.ppid) or sessions.get(p.sid))",
+        "        name = p and owner.get(p.ppid)",
+        "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
+    ),
+    (
+        "this process's own session taken for a stopped process's",
+        "    sessions = {p.sid: owner[p.pid] for p in stopping if p.sid not in (0, os.getsid(0))}",
+        "    sessions = {p.sid: owner[p.pid] for p in stopping}",
+        "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -604,3 +604,67 @@ def test_after_a_lost_state_the_descendants_of_what_is_found_are_stopped_too(tmp
                                   new=second[0] != first[0])))
     """)
     assert in_pid_namespace(project, script) == {"server": True, "kid": True, "stranger": True, "new": True}
+
+
+@pytest.mark.parametrize("session", ["its own", "this one"])
+def test_what_a_server_forks_while_it_is_stopped_is_stopped_too(tmp_path, session):
+    """Issue 26, case 6: a server that forks as it is being stopped (a master respawning a worker
+    on SIGTERM, a shutdown hook) left that fork running after terminate(), never found again. What
+    the processes being stopped fork meanwhile (their children, or members of their sessions once
+    adopted) is stopped with them; a process this one starts meanwhile is not (a pid namespace),
+    also when what is stopped is in this process's session (one of ours found by its marker)."""
+    project = tmp_path / "p"
+    project.mkdir()
+    script = textwrap.dedent("""
+        import signal, threading, time
+        from xprocess import ProcessStarter, XProcess
+        code = (
+            "import os, signal, sys, time\\n"
+            "def bye(*_):\\n"
+            "    if os.fork() == 0:\\n"
+            "        signal.signal(signal.SIGTERM, signal.SIG_DFL)\\n"
+            "        open('worker.pid', 'w').write(str(os.getpid()))\\n"
+            "        time.sleep(600)\\n"
+            "    time.sleep(0.2)\\n"
+            "    sys.exit(0)\\n"
+            "signal.signal(signal.SIGTERM, bye)\\n"
+            "print('ready', flush=True)\\n"
+            "while True: time.sleep(1)\\n"
+        )
+
+        class Server(ProcessStarter):
+            pattern = "ready"
+            args = [sys.executable, "-c", code]
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        strangers = []
+        with XProcess(None, ".") as xp:
+            pid = xp.ensure("srv", Server)[0]
+            if SESSION == "this one":  # its state lost, it is found by its marker, in this session
+                marker = xp.getinfo("srv")._marker_prefix + "0" * 16
+                xp.getinfo("srv").terminate()
+                os.unlink(".xprocess/srv/state.jsonl")
+                os.unlink(".xprocess/srv/worker.pid")
+                pid = subprocess.Popen(Server.args, env={**os.environ, "XPROCESS_ID": marker},
+                                       stdout=subprocess.PIPE, cwd=".xprocess/srv").pid
+                time.sleep(0.5)
+            threading.Timer(0.05, lambda: strangers.append(subprocess.Popen(["sleep", "600"]))).start()
+            result = xp.getinfo("srv").terminate()
+            time.sleep(0.1)
+            worker = int(open(".xprocess/srv/worker.pid").read())
+            print(json.dumps(dict(result=result, server=gone(pid), worker=gone(worker),
+                                  stranger=strangers[0].poll() is None)))
+    """)
+    script = f"SESSION = {session!r}\n" + script
+    result = in_pid_namespace(project, script)
+    if session == "this one":  # the worker, adopted once its parent died, shows no session of its own:
+        del result["worker"]  # known not to be found (README, "Stopping"); the stranger is spared
+        assert result == {"result": 1, "server": True, "stranger": True}
+    else:
+        assert result == {"result": 1, "server": True, "worker": True, "stranger": True}
