@@ -1699,7 +1699,8 @@ def _owned(state: _State | None, info: XProcessInfo) -> tuple[_Proc | None, str]
         except OSError:
             here = False
         if here or any(
-            ident == state.log and _control_dir_of(path) == info._kernel_dir for path, ident, _, _ in outputs
+            ident == state.log and (_control_dir_of(path) == info._kernel_dir or _moved_from(path, state, info))
+            for path, ident, _, _ in outputs
         ):
             return proc, ""
         return None, _COPIED
@@ -1707,6 +1708,25 @@ def _owned(state: _State | None, info: XProcessInfo) -> tuple[_Proc | None, str]
     if marker and marker == state.token and marker.startswith(info._marker_prefix):
         return proc, ""
     return None, _FOREIGN
+
+
+# ``mv`` to another file system copies the project and removes the original: the server holds
+# the removed log, and the state (copied with it) holds the marker minted for the old path.
+def _moved_from(path: str, state: _State, info: XProcessInfo) -> bool:
+    """Whether ``path``, the recorded log as a process holds it, is the removed log of the project
+    this one was moved from: a project gone, whose key for this name the recorded marker has."""
+    statedir, _, name = (_control_dir_of(path) or "").rpartition("/")
+    project, _, base = statedir.rpartition("/")
+    if name != info.name or base != STATE_DIR or os.path.lexists(project or "/"):
+        return False
+    return state.token.startswith(_key(statedir, name) + ":")
+
+
+def _key(statedir: str, name: str) -> str:
+    """The key of a name's markers: a digest of the (resolved) state directory and the name."""
+    import hashlib
+
+    return hashlib.sha256(os.fsencode(statedir) + b"\0" + os.fsencode(name)).hexdigest()[:16]
 
 
 class _Recorded:
@@ -1766,7 +1786,8 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
 
         def evidence(pid: int) -> str | None:
             """The name whose log ``pid`` writes to, or whose marker it shows, if any."""
-            owner = next((dirs[d] for d in _OS.output_dirs(pid) if d in dirs), None)
+            outputs = _OS.output_dirs(pid)
+            owner = next((dirs[d] for d in outputs if d in dirs), None)
             if owner is not None and not any(
                 uid == me and dirs.get(_control_dir_of(path) or "") == owner
                 for path, _, uid, _ in _OS.stdout_files(pid)
@@ -1775,6 +1796,8 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
             if owner is None:
                 marker = _OS.marker(pid)
                 owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
+                if any(d not in dirs and d.rpartition("/")[0].endswith("/" + STATE_DIR) for d in outputs):
+                    owner = None  # it writes to another project's log: one renamed since, its marker our path's
             return owner
 
         children: dict[int, list[_Proc]] = {}
@@ -2065,10 +2088,7 @@ class XProcessInfo:
     @functools.cached_property
     def _marker_prefix(self) -> str:
         """The start of the marker of every process started under this name in this project."""
-        import hashlib
-
-        project = os.fsencode(_resolved(self.controldir.parent))
-        return hashlib.sha256(project + b"\0" + os.fsencode(self.name)).hexdigest()[:16] + ":"
+        return _key(os.fsdecode(_resolved(self.controldir.parent)), self.name) + ":"
 
     @functools.cached_property
     def _kernel_dir(self) -> str:

@@ -340,6 +340,30 @@ MUTATIONS = [
         "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
     ),
     (
+        "a marker taken as evidence for a process writing to another project's log",
+        '                if any(d not in dirs and d.rpartition("/")[0].endswith("/" + STATE_DIR) for d in outputs):',
+        "                if False:",
+        "tests/test_ownership.py::test_a_fresh_checkout_at_a_renamed_projects_old_path_leaves_its_servers_alone",
+    ),
+    (
+        "a project moved to another file system not recognised",
+        " or _moved_from(path, state, info))",
+        ")",
+        "tests/test_ownership.py::test_a_project_moved_to_another_file_system_keeps_no_orphan",
+    ),
+    (
+        "a copy whose original still exists taken for a move",
+        ' or os.path.lexists(project or "/"):',
+        ":",
+        "tests/test_ownership.py::test_a_project_moved_to_another_file_system_keeps_no_orphan",
+    ),
+    (
+        "a move recognised whatever key the recorded marker has",
+        '    return state.token.startswith(_key(statedir, name) + ":")',
+        "    return True",
+        "tests/test_ownership.py::test_a_project_moved_to_another_file_system_keeps_no_orphan",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

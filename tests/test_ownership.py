@@ -7,6 +7,7 @@ outside it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -668,3 +670,79 @@ def test_what_a_server_forks_while_it_is_stopped_is_stopped_too(tmp_path, sessio
         assert result == {"result": 1, "server": True, "stranger": True}
     else:
         assert result == {"result": 1, "server": True, "worker": True, "stranger": True}
+
+
+@pytest.mark.skipif(not xprocess._PROC_FS, reason="a removed log is seen through /proc/<pid>/fd only (Linux)")
+@pytest.mark.parametrize("how", ["moved", "copied, then the original's .xprocess removed", "copied, edited, removed"])
+def test_a_project_moved_to_another_file_system_keeps_no_orphan(tmp_path, how):
+    """Issue 26, case 7: ``mv`` of a project to another file system (a copy, then the original
+    removed) while its server runs: the log, its inode and the marker's key all differ, so the
+    server was taken for a copy's, a second one started and the first orphaned. A removed log of
+    a project that is gone, whose key the recorded marker has, proves the server moved with the
+    project: it is restarted (its paths changed), not orphaned. A copy whose original lost its
+    .xprocess (``git clean -xdf``) but still exists does not take the original's server."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary directory")
+    project = tmp_path / "p"
+    project.mkdir()
+    with XProcess(None, project) as xp:
+        old = xp.ensure("srv", starter(SLEEPER))[0]
+    dest = Path(tempfile.mkdtemp(dir=shm)) / "q"
+    try:
+        if how == "moved":
+            subprocess.run(["mv", str(project), str(dest)], check=True)
+        elif how.startswith("copied, then"):
+            subprocess.run(["cp", "-a", str(project), str(dest)], check=True)
+            shutil.rmtree(project / ".xprocess")
+        else:  # the copy's token edited to its own key: not the marker minted for the removed project
+            subprocess.run(["cp", "-a", str(project), str(dest)], check=True)
+            state = dest / ".xprocess" / "srv" / "state.jsonl"
+            first, *updates = state.read_text().splitlines()
+            record = json.loads(first)
+            record["token"] = XProcess(None, dest).getinfo("srv")._marker_prefix + record["token"].partition(":")[2]
+            state.write_text("\n".join([json.dumps(record), *updates]) + "\n")
+            shutil.rmtree(project)
+        assert os.readlink(f"/proc/{old}/fd/1").endswith(" (deleted)")
+        with XProcess(None, dest) as xp:
+            assert xp.getinfo("srv").isrunning() == (how == "moved")
+            with (
+                contextlib.nullcontext()
+                if how == "moved"
+                else pytest.warns(xprocess.XProcessWarning, match="recorded by another project directory")
+            ):
+                new = xp.ensure("srv", starter(SLEEPER))[0]
+            assert new != old
+            if how == "moved":
+                assert wait_for(lambda: not alive(old))  # restarted: the old one stopped first
+            else:
+                assert alive(old)  # the original's, left alone
+            xp.getinfo("srv").terminate()
+    finally:
+        kill_writing_under(tmp_path)
+        shutil.rmtree(dest.parent)
+
+
+def test_a_fresh_checkout_at_a_renamed_projects_old_path_leaves_its_servers_alone(tmp_path):
+    """Issue 26, case 2: a project renamed while its server runs, then a fresh checkout at the old
+    path: the checkout's first ensure() (or a terminate()) found the renamed project's server by
+    its marker, whose key digests the old path, and killed it. A marker is no evidence for a
+    process writing to another project's log (the renamed one's, which the kernel follows)."""
+    old, renamed = tmp_path / "p", tmp_path / "q"
+    old.mkdir()
+    with XProcess(None, old) as xp:
+        theirs = xp.ensure("srv", starter(SLEEPER))[0]
+    old.rename(renamed)
+    old.mkdir()  # the fresh checkout
+    try:
+        with XProcess(None, old) as xp:
+            ours = xp.ensure("srv", starter(SLEEPER))[0]
+            assert ours != theirs and alive(theirs)
+            assert xp.getinfo("srv").terminate() == 1
+            assert wait_for(lambda: not alive(ours)) and alive(theirs)
+            assert xp.getinfo("srv").terminate() == 0 and alive(theirs)
+        with XProcess(None, renamed) as xp:  # still the renamed project's, which stops it
+            assert xp.getinfo("srv").isrunning() and xp.getinfo("srv").terminate() == 1
+        assert wait_for(lambda: not alive(theirs))
+    finally:
+        kill_writing_under(tmp_path)
