@@ -189,6 +189,12 @@ def in_pid_namespace(project: Path, script: str) -> dict[str, object]:
                 cmd = ["sh", "-c", " ".join(cmd) + "; exit $?"]
             r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
             return r.returncode, r.stdout + r.stderr
+        def gone(pid):  # ended: no such process, or a zombie
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
     """)
     done = subprocess.run(
         ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-c", prelude + script],
@@ -586,13 +592,6 @@ def test_after_a_lost_state_the_descendants_of_what_is_found_are_stopped_too(tmp
             pattern = r"ready (\\d+)"
             args = [sys.executable, "-c", code]
 
-        def gone(pid):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    return f.read().rpartition(")")[2].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
-
         stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
         with XProcess(None, ".") as xp:
             first = xp.ensure("srv", Server)
@@ -637,13 +636,6 @@ def test_what_a_server_forks_while_it_is_stopped_is_stopped_too(tmp_path, sessio
         class Server(ProcessStarter):
             pattern = "ready"
             args = [sys.executable, "-c", code]
-
-        def gone(pid):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    return f.read().rpartition(")")[2].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
 
         strangers = []
         with XProcess(None, ".") as xp:

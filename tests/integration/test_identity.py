@@ -173,19 +173,19 @@ def test_renamed_logs_keep_their_servers(project):
     assert not any(alive(pid) for pid in before.values() if pid)
 
 
+def redis_with(project: Path, line: str) -> None:
+    """Add ``line`` (an attribute) to the examples' Redis starter."""
+    conftest = project / "conftest.py"
+    pattern = '        pattern = "Ready to accept connections"\n'
+    conftest.write_text(conftest.read_text().replace(pattern, f"{pattern}        {line}\n"))
+
+
 def test_a_title_rewriting_server_run_as_another_user_is_ours(project):
     """Case 5: redis-server run as nobody rewrites its title (no marker to read) and is owned
     by another user: it is still recognised by the log it writes to: reused, shown, stopped."""
     if os.geteuid() != 0:
         pytest.skip("running a server as another user needs root")
-    conftest = project / "conftest.py"
-    conftest.write_text(
-        conftest.read_text().replace(
-            '        pattern = "Ready to accept connections"\n',
-            '        pattern = "Ready to accept connections"\n'
-            '        popen_kwargs = {"user": "nobody", "group": "nogroup", "cwd": "/"}\n',
-        )
-    )
+    redis_with(project, 'popen_kwargs = {"user": "nobody", "group": "nogroup", "cwd": "/"}')
     first = run(project, "-k", "redis")
     assert first.returncode == 0, first.stdout + first.stderr
     pid = XProcessInfo(project / ".xprocess", "redis").pid
@@ -205,13 +205,7 @@ def test_a_server_run_as_another_user_that_cannot_enter_its_directory_gets_a_hin
     denied": the failure says who it runs as and what to set (the test above sets it)."""
     if os.geteuid() != 0:
         pytest.skip("running a server as another user needs root")
-    conftest = project / "conftest.py"
-    conftest.write_text(
-        conftest.read_text().replace(
-            '        pattern = "Ready to accept connections"\n',
-            '        pattern = "Ready to accept connections"\n        popen_kwargs = {"user": "nobody"}\n',
-        )
-    )
+    redis_with(project, 'popen_kwargs = {"user": "nobody"}')
     result = run(project, "-k", "redis")
     assert result.returncode != 0
     assert "Permission denied" in result.stdout, result.stdout
