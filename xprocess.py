@@ -39,6 +39,11 @@ import threading
 import time
 import urllib.parse
 import warnings
+
+try:  # imported here, not when first needed: at the descriptor limit that import fails (3.9: a .so)
+    import fcntl
+except ImportError:  # Windows: the plugin loads, and ensure() says it is not supported
+    fcntl = None  # type: ignore[assignment]
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import IO, Any, Callable, Iterator, Mapping, Sequence
@@ -792,8 +797,6 @@ def _open_lock(path: Path) -> int:
 
 def _flock(fd: int, shared: bool = False) -> bool:
     """Lock ``fd`` (exclusively, or ``shared``) without waiting: False if someone else holds it."""
-    import fcntl  # POSIX: on Windows the plugin loads, and ensure() says it is not supported
-
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
