@@ -1503,6 +1503,11 @@ class _ProcFS:
         """The pids that may be of processes started after each recorded start."""
         return self.pids_after([(s.pid, s.forks) if s and self.earliest_start(s) else None for s in states])
 
+    def clock(self) -> float:
+        """Now, as :attr:`_Proc.since` counts (clock ticks since boot), rounded down to a tick."""
+        boot = time.clock_gettime(time.CLOCK_BOOTTIME)  # type: ignore[attr-defined,unused-ignore]
+        return int(boot * os.sysconf("SC_CLK_TCK"))
+
     def mark(self) -> tuple[int, int | None] | None:
         """Where the handing out of pids stands: the last pid and the forks so far (``pids_after``)."""
         with contextlib.suppress(ValueError):
@@ -1610,6 +1615,9 @@ class _Portable(_ProcFS):
 
     def candidate_pids(self, states: Sequence[_State | None]) -> list[int]:
         return self.pids()
+
+    def clock(self) -> float:
+        return time.time() - 0.01  # psutil's start times are rounded to a tick too
 
     def mark(self) -> tuple[int, int | None] | None:
         return None
@@ -1912,7 +1920,7 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
     everything = list(pending)
     if not pending:
         return {name: 0 for name in found}
-    mark = _OS.mark()
+    mark, began = _OS.mark(), _OS.clock()
     with _subreaper():  # the orphans of what dies are reaped here, not whenever init gets to them
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
             refused, deadline = set(), _Deadline(wait)  # a bad timeout is refused before any signal
@@ -1927,7 +1935,7 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
                         refused.add(proc)
                         failed.add(owner[proc.pid])
                 pending = _wait_gone([p for p in pending if p not in refused], deadline, zombies_gone=True)
-                born = _forked(mark, everything, owner)  # a master respawning workers, a shutdown hook
+                born = _forked(mark, began, everything, owner)  # a master respawning workers, a shutdown hook
                 pending += born
                 todo = [] if deadline.expired() else born  # past it, SIGKILL: a respawner stops then
             if not pending:
@@ -1939,7 +1947,9 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
     return {name: (-1 if name in failed else 1 if procs else 0) for name, procs in found.items()}
 
 
-def _forked(mark: tuple[int, int | None] | None, stopping: list[_Proc], owner: dict[int, str]) -> list[_Proc]:
+def _forked(
+    mark: tuple[int, int | None] | None, began: float, stopping: list[_Proc], owner: dict[int, str]
+) -> list[_Proc]:
     """What ``stopping`` forked since ``mark`` (added to it and ``owner``): children of theirs, or,
     their parent gone (adopted here or by init), members of their sessions."""
     sessions = {p.sid: owner[p.pid] for p in stopping if p.sid not in (0, os.getsid(0))}
@@ -1948,7 +1958,7 @@ def _forked(mark: tuple[int, int | None] | None, stopping: list[_Proc], owner: d
         if pid in owner or pid in _exempt():
             continue
         p = _OS.proc(pid)
-        name = p and (owner.get(p.ppid) or sessions.get(p.sid))
+        name = p and p.since >= began and (owner.get(p.ppid) or sessions.get(p.sid))
         if p is not None and name:
             owner[pid] = name
             born.append(p)

@@ -142,8 +142,8 @@ MUTATIONS = [
     ),
     (
         "after a pid wrap-around the pids below the server's are not searched",
-        "else pid > p or pid <= last for p in recorded",
-        "else pid > p for p in recorded",
+        "else pid > p or pid <= last for p in starts",
+        "else pid > p for p in starts",
         "tests/test_ownership.py::test_terminate_after_a_pid_wrap_around_finds_the_children",
     ),
     (
@@ -179,7 +179,7 @@ MUTATIONS = [
     ),
     (
         "the sweep does not look at the log a process writes to",
-        "            owner = next((dirs[d] for d in _OS.output_dirs(pid) if d in dirs), None)",
+        "            owner = next((dirs[d] for d in outputs if d in dirs), None)",
         "            owner = None",
         "tests/test_ownership.py::test_what_a_lost_state_left_is_found_by_its_log_and_stopped",
     ),
@@ -323,14 +323,14 @@ MUTATIONS = [
     ),
     (
         "what a process forks while it is stopped left running",
-        "                born = _forked(mark, everything, owner)",
+        "                born = _forked(mark, began, everything, owner)",
         "                born = []",
         "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
     ),
     (
         "a fork adopted after its parent died not taken for its session's",
-        "        name = p and (owner.get(p.ppid) or sessions.get(p.sid))",
-        "        name = p and owner.get(p.ppid)",
+        "        name = p and p.since >= began and (owner.get(p.ppid) or sessions.get(p.sid))",
+        "        name = p and p.since >= began and owner.get(p.ppid)",
         "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
     ),
     (

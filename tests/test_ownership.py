@@ -436,6 +436,14 @@ def test_a_token_edited_to_another_projects_key_adds_nothing_to_the_search(tmp_p
     whose token was edited to another project's: --xkill stops this project's server and leaves the
     other project's (which carries that token's key) alone."""
     other = make_project(tmp_path / "other")
+    conftest = other / "conftest.py"  # its server then writes to /dev/null: only its marker shows whose it is
+    conftest.write_text(
+        conftest.read_text().replace(
+            "print('ready', flush=True); time.sleep(600)",
+            "import os; print('ready', flush=True); os.dup2(os.open(os.devnull, os.O_WRONLY), 1); "
+            "os.dup2(1, 2); time.sleep(600)",
+        )
+    )
     script = textwrap.dedent(f"""
         import pathlib
         def run(cwd, *args):
