@@ -1617,7 +1617,7 @@ class _Portable(_ProcFS):
         return self.pids()
 
     def clock(self) -> float:
-        return time.time() - 0.01  # psutil's start times are rounded to a tick too
+        return float("-inf")  # psutil's start times are off by up to a second: _terminate lists the pids
 
     def mark(self) -> tuple[int, int | None] | None:
         return None
@@ -1921,6 +1921,7 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
     if not pending:
         return {name: 0 for name in found}
     mark, began = _OS.mark(), _OS.clock()
+    existed = frozenset(_OS.pids()) if mark is None else frozenset()  # no pid range to read: the pids now
     with _subreaper():  # the orphans of what dies are reaped here, not whenever init gets to them
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
             refused, deadline = set(), _Deadline(wait)  # a bad timeout is refused before any signal
@@ -1935,7 +1936,7 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
                         refused.add(proc)
                         failed.add(owner[proc.pid])
                 pending = _wait_gone([p for p in pending if p not in refused], deadline, zombies_gone=True)
-                born = _forked(mark, began, everything, owner)  # a master respawning workers, a shutdown hook
+                born = _forked(mark, began, existed, everything, owner)  # a master respawning workers, a shutdown hook
                 pending += born
                 todo = [] if deadline.expired() else born  # past it, SIGKILL: a respawner stops then
             if not pending:
@@ -1948,14 +1949,18 @@ def _terminate(found: Mapping[str, Sequence[_Proc]], timeout: float) -> dict[str
 
 
 def _forked(
-    mark: tuple[int, int | None] | None, began: float, stopping: list[_Proc], owner: dict[int, str]
+    mark: tuple[int, int | None] | None,
+    began: float,
+    existed: frozenset[int],
+    stopping: list[_Proc],
+    owner: dict[int, str],
 ) -> list[_Proc]:
     """What ``stopping`` forked since ``mark`` (added to it and ``owner``): children of theirs, or,
     their parent gone (adopted here or by init), members of their sessions."""
     sessions = {p.sid: owner[p.pid] for p in stopping if p.sid not in (0, os.getsid(0))}
     born = []
     for pid in _OS.pids_after([mark]):
-        if pid in owner or pid in _exempt():
+        if pid in owner or pid in existed or pid in _exempt():
             continue
         p = _OS.proc(pid)
         name = p and p.since >= began and (owner.get(p.ppid) or sessions.get(p.sid))

@@ -323,7 +323,7 @@ MUTATIONS = [
     ),
     (
         "what a process forks while it is stopped left running",
-        "                born = _forked(mark, began, everything, owner)",
+        "                born = _forked(mark, began, existed, everything, owner)",
         "                born = []",
         "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
     ),
