@@ -1730,7 +1730,8 @@ def _moved_from(path: str, state: _State, info: XProcessInfo) -> bool:
     project, _, base = statedir.rpartition("/")
     if name != info.name or base != STATE_DIR or os.path.lexists(project or "/"):
         return False
-    return state.token.startswith(_key(statedir, name) + ":")
+    marker = _OS.marker(state.pid)  # where it shows, the very token recorded (a key anyone can compute)
+    return state.token.startswith(_key(statedir, name) + ":") and (not marker or marker == state.token)
 
 
 def _key(statedir: str, name: str) -> str:

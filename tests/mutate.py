@@ -364,6 +364,12 @@ MUTATIONS = [
         "tests/test_ownership.py::test_a_project_moved_to_another_file_system_keeps_no_orphan",
     ),
     (
+        "a move proven by the removed project's key alone, not the token the process carries",
+        " and (not marker or marker == state.token)",
+        "",
+        "tests/test_ownership.py::test_a_project_moved_to_another_file_system_keeps_no_orphan",
+    ),
+    (
         "an empty .gitignore (a full disk's) is kept",
         "os.lstat(ignore).st_size == 0",
         "False",

@@ -673,7 +673,9 @@ def test_what_a_server_forks_while_it_is_stopped_is_stopped_too(tmp_path, sessio
 
 
 @pytest.mark.skipif(not xprocess._PROC_FS, reason="a removed log is seen through /proc/<pid>/fd only (Linux)")
-@pytest.mark.parametrize("how", ["moved", "copied, then the original's .xprocess removed", "copied, edited, removed"])
+@pytest.mark.parametrize(
+    "how", ["moved", "copied, then the original's .xprocess removed", "copied, edited, removed", "forged, removed"]
+)
 def test_a_project_moved_to_another_file_system_keeps_no_orphan(tmp_path, how):
     """Issue 26, case 7: ``mv`` of a project to another file system (a copy, then the original
     removed) while its server runs: the log, its inode and the marker's key all differ, so the
@@ -695,6 +697,14 @@ def test_a_project_moved_to_another_file_system_keeps_no_orphan(tmp_path, how):
         elif how.startswith("copied, then"):
             subprocess.run(["cp", "-a", str(project), str(dest)], check=True)
             shutil.rmtree(project / ".xprocess")
+        elif how == "forged, removed":  # the removed project's key (anyone can compute it), not its token
+            subprocess.run(["cp", "-a", str(project), str(dest)], check=True)
+            state = dest / ".xprocess" / "srv" / "state.jsonl"
+            first, *updates = state.read_text().splitlines()
+            record = json.loads(first)
+            record["token"] = record["token"].partition(":")[0] + ":" + "0" * 16
+            state.write_text("\n".join([json.dumps(record), *updates]) + "\n")
+            shutil.rmtree(project)
         else:  # the copy's token edited to its own key: not the marker minted for the removed project
             subprocess.run(["cp", "-a", str(project), str(dest)], check=True)
             state = dest / ".xprocess" / "srv" / "state.jsonl"
