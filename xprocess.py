@@ -39,14 +39,14 @@ import threading
 import time
 import urllib.parse
 import warnings
+from pathlib import Path
+from types import MappingProxyType, SimpleNamespace
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 try:  # imported here, not when first needed: at the descriptor limit that import fails (3.9: a .so)
     import fcntl
 except ImportError:  # Windows: the plugin loads, and ensure() says it is not supported
     fcntl = None  # type: ignore[assignment]
-from pathlib import Path
-from types import MappingProxyType, SimpleNamespace
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -160,15 +160,22 @@ class _Scarce(XProcessError):
     """This process ran out of descriptors (or memory): what it tried to read is unknown, not gone."""
 
 
-def _raise_if_scarce(exc: OSError) -> None:
-    """Raise ``_Scarce`` for an error of this process's own limits: read as "no such process",
+def _scarce(exc: OSError) -> _Scarce | None:
+    """``_Scarce`` for an error of this process's own limits, else None: read as "no such process",
     "bad state" or "no lease", it would have a server restarted or stopped under another session."""
-    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
-        raise _Scarce(
-            f"xprocess: {exc.strerror}{f' ({exc.filename})' if exc.filename else ''}: this pytest ran out of file "
-            "descriptors (or memory), and what xprocess could not read it does not guess. Close the files and "
-            "sockets the tests leave open, or raise the limit (ulimit -n)"
-        ) from exc
+    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return None
+    return _Scarce(
+        f"xprocess: {exc.strerror}{f' ({exc.filename})' if exc.filename else ''}: this pytest ran out of file "
+        "descriptors (or memory), and what xprocess could not read it does not guess. Close the files and "
+        "sockets the tests leave open, or raise the limit (ulimit -n)"
+    )
+
+
+def _raise_if_scarce(exc: OSError) -> None:
+    scarce = _scarce(exc)
+    if scarce is not None:
+        raise scarce from exc
 
 
 class _InUse(Exception):
@@ -1136,9 +1143,9 @@ def _wait_ready(
             if matched and check is None:
                 # a check that passed once the process exited answered for another: the daemon it
                 # left (which no proof finds: it writes elsewhere), or another server on its port
-                if spec.check is None or _exit_status(popen) is None:
+                exitcode = _exit_status(popen) if spec.check is not None else None
+                if exitcode is None:
                     return spec, match, end if spec.pattern is not None else info.logpath.stat().st_size
-                exitcode = _exit_status(popen)
                 raise failure(
                     ProcessExitedError,
                     f"exited with code {exitcode}: its startup_check passed, but for another process",
@@ -1964,8 +1971,10 @@ def _forked(
         if pid in owner or pid in existed or pid in _exempt():
             continue
         p = _OS.proc(pid)
-        name = p and p.since >= began and (owner.get(p.ppid) or sessions.get(p.sid))
-        if p is not None and name:
+        if p is None or p.since < began:
+            continue
+        name = owner.get(p.ppid) or sessions.get(p.sid)
+        if name:
             owner[pid] = name
             born.append(p)
     stopping += born
@@ -2412,9 +2421,14 @@ class _Session:
         """``name`` is stopped on purpose (``terminate()``): not watched, and not leased, any more
         (a session starting and stopping a server per test kept a descriptor per name)."""
         self.unwatch(name)
+        self._end_lease(name)
+
+    def _end_lease(self, name: str) -> bool:
+        """End this session's lease on ``name``; whether it held one."""
         fd = self.leases.pop(name, None)
         if fd is not None:
             os.close(fd)
+        return fd is not None
 
     def unwatch(self, name: str) -> str:
         """Stop watching ``name`` (stopped on purpose); return "it died during ..." if it had crashed."""
@@ -2430,9 +2444,7 @@ class _Session:
         """Record each crash of a watched process since the last look, for the summary; its lease
         is let go, to follow the process started again in its place."""
         for record in self.crash_watch.look(self._test) if self.crash_watch is not None else ():
-            fd = self.leases.pop(record["name"], None)
-            if fd is not None:
-                os.close(fd)
+            if self._end_lease(record["name"]):
                 self._lost.add(record["name"])
             if self.id:
                 with contextlib.suppress(OSError):
@@ -2734,11 +2746,7 @@ def _check_before_reuse(check: Callable[[], Any]) -> bool:
         try:
             result.append(bool(check()))
         except OSError as exc:
-            try:
-                _raise_if_scarce(exc)  # not "it does not answer": it would be restarted
-                result.append(False)
-            except _Scarce as scarce:
-                result.append(scarce)
+            result.append(_scarce(exc) or False)  # out of descriptors is not "it does not answer"
         except BaseException as exc:
             result.append(exc)
 

@@ -299,8 +299,8 @@ MUTATIONS = [
     ),
     (
         "a startup_check passing after the process exited taken for its readiness",
-        "                if spec.check is None or _exit_status(popen) is None:",
-        "                if True:",
+        "                exitcode = _exit_status(popen) if spec.check is not None else None",
+        "                exitcode = None",
         "tests/test_wait.py::test_a_daemonizing_server_whose_check_passes_is_a_failed_start_naming_the_daemon",
     ),
     (
@@ -329,8 +329,8 @@ MUTATIONS = [
     ),
     (
         "a fork adopted after its parent died not taken for its session's",
-        "        name = p and p.since >= began and (owner.get(p.ppid) or sessions.get(p.sid))",
-        "        name = p and p.since >= began and owner.get(p.ppid)",
+        "        name = owner.get(p.ppid) or sessions.get(p.sid)",
+        "        name = owner.get(p.ppid)",
         "tests/test_ownership.py::test_what_a_server_forks_while_it_is_stopped_is_stopped_too",
     ),
     (
