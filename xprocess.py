@@ -41,7 +41,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 try:  # imported here, not when first needed: at the descriptor limit that import fails (3.9: a .so)
     import fcntl
@@ -88,7 +88,8 @@ _KILL_WAIT = 2.0  # after SIGKILL, how long to wait for the end
 _ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are not ours to reap
 _PROBE_TIMEOUT = 1.0  # connect/read timeout of listening() and http_ok()
 _REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as failed
-_SLOW_STOP = 1.0  # a stop before a start that took this long is named in the summary
+_SLOW_STOP = 1.0  # a stop before a start, or a starter's own work (initdb), this long is named in the summary
+_PROBED = 64  # pids handed out since a mark, up to which each is probed rather than /proc listed
 _PAUSE = 0.1  # a last line without its newline is matched once output paused this long
 _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or a child's exit
 # A state file is a few hundred bytes, but its ready line may be _MAX_LINE bytes, each one up to
@@ -118,6 +119,7 @@ _FOREIGN = "its state names pid {pid}, which is not ours (it does not write to t
 # Why a running process is started again.
 _RESTART_ASKED = "restart=True"
 _NEVER_READY = "it never became ready"
+_LOST_LEFT = "its record was gone: what it left running was found and stopped"
 _SIGSTOPPED = "it was stopped (SIGSTOP), so it answers nothing"
 _CHECK_FAILED = "its startup_check failed on reuse"
 # How far a stop may go (§8), and the result of one that spared a process another session holds.
@@ -202,6 +204,9 @@ class _Deadline:
 
     def expired(self) -> bool:
         return time.monotonic() >= self.at
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.began
 
     def sleep(self, delay: float) -> float:
         """Sleep ``delay`` seconds, never past the end; return the next delay (doubled, up to 50 ms)."""
@@ -812,20 +817,29 @@ def _flock(fd: int, shared: bool = False) -> bool:
 
 
 @contextlib.contextmanager
-def _name_lock(info: XProcessInfo, deadline: _Deadline) -> Iterator[list[Path]]:
+def _name_lock(info: XProcessInfo, deadline: _Deadline, tell: Callable[[str], None]) -> Iterator[list[Path]]:
     """Hold the start lock of ``info``'s name (a file replaced while we waited is taken again),
-    creating the directories; yield what was created."""
+    creating the directories; yield what was created. A wait is told at once, naming the holder."""
     __tracebackhide__ = True
     path = info.controldir / LOCK_NAME
+    told = False
     while True:
         created = _make_dirs(info)
         fd = _open_lock(path)
         delay = 0.001
         try:
             while not _flock(fd):
+                if not told:
+                    st = os.fstat(fd)
+                    holders = _describe_holders((st.st_dev, st.st_ino))
+                    tell(f"xprocess: {info.name!r} is being started by {holders}: waiting, at most "
+                         f"the starter's timeout of {deadline.at - deadline.began:g} s")  # fmt: skip
+                    told = True
                 if deadline.expired():
                     raise StartupTimeoutError(
-                        f"xprocess {info.name!r}: another session held {path} (starting it) until the timeout",
+                        f"xprocess {info.name!r}: another session held {path} (starting it) for the whole timeout "
+                        f"of {deadline.at - deadline.began:g} s: that start is slow or failed (its error says which); "
+                        "if the server is only slow, raise the starter's timeout",
                         name=info.name,
                     )
                 delay = deadline.sleep(delay)
@@ -908,7 +922,7 @@ def _pidfd(pid: int) -> int | None:
     except AttributeError:
         return None
     except OSError as exc:
-        if exc.errno == errno.EINVAL:
+        if exc.errno in (errno.EINVAL, errno.ENOENT):  # (Linux 6.9 and later say ENOENT)
             raise ValueError(f"{pid} is a thread id, not a process") from None
         _raise_if_scarce(exc)
         return None
@@ -982,7 +996,6 @@ class _Wakeups:
             self._poll.register(self._pidfd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
-        __tracebackhide__ = True  # a Ctrl-C lands here most often: pytest names the caller's line
         timeout = min(timeout, 3600.0)  # poll() takes no infinite timeout (``timeout = inf``)
         if self._watch is None or self._pidfd is None:  # a write or an exit would go unnoticed
             timeout = min(timeout, _POLL)
@@ -1025,6 +1038,8 @@ class _LogLines:
                 ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
                 if not ends:
                     self._dropped += len(data)
+                    if self.last_data >= self._deadline:  # (a child writing one endless line)
+                        return
                     continue
                 self._dropped += min(ends)
                 data = data[min(ends) :]
@@ -1104,7 +1119,7 @@ def _wait_ready(
 
     def failure(cls: type[XProcessError], reason: str, exitcode: int | None = None) -> XProcessError:
         __tracebackhide__ = True
-        return _failure(cls, info, spec, reason, exitcode, time.monotonic() - began)
+        return _failure(cls, info, spec, reason, exitcode, time.monotonic() - began, popen.pid)
 
     try:
         while True:
@@ -1162,9 +1177,15 @@ def _wait_ready(
 
 
 def _failure(
-    cls: type[XProcessError], info: XProcessInfo, spec: _Spec, reason: str, exitcode: int | None, waited: float
+    cls: type[XProcessError],
+    info: XProcessInfo,
+    spec: _Spec,
+    reason: str,
+    exitcode: int | None,
+    waited: float,
+    pid: int,
 ) -> XProcessError:
-    """An error that says what happened and quotes the end of the log."""
+    """An error that says what happened to the start of ``pid`` and quotes the end of the log."""
     __tracebackhide__ = True
     pattern = spec.pattern.pattern if spec.pattern else None
     lines = [
@@ -1183,15 +1204,18 @@ def _failure(
             "  the log is empty: if the process does print its ready line, it may be buffering its "
             "output (Python: PYTHONUNBUFFERED=1 or print(..., flush=True); C programs: stdbuf -oL)"
         )
-    lines.extend("  hint: " + hint for hint in _hints(info, spec, exitcode, tail))
+    hints = _hints(info, spec, exitcode, tail, pid)
+    if cls is StartupTimeoutError:
+        hints.append(f"if it is only slow to get ready, raise the starter's timeout (now {spec.timeout:g} s)")
+    lines.extend("  hint: " + hint for hint in hints)
     return cls("\n".join(lines), name=info.name, exitcode=exitcode, logpath=info.logpath, reason=reason)
 
 
 _IN_USE_RE = re.compile(r"address already in use|eaddrinuse", re.I)
 
 
-def _hints(info: XProcessInfo, spec: _Spec, exitcode: int | None, tail: list[str]) -> list[str]:
-    """What typically causes a failed start like this one, where it can be told."""
+def _hints(info: XProcessInfo, spec: _Spec, exitcode: int | None, tail: list[str], pid: int) -> list[str]:
+    """What typically causes a failed start of ``pid`` like this one, where it can be told."""
     hints = []
     if exitcode == 0:
         hints.append(
@@ -1213,8 +1237,23 @@ def _hints(info: XProcessInfo, spec: _Spec, exitcode: int | None, tail: list[str
         ports += [int(p) for p in re.findall(r":(\d{2,5})\b", line) if 0 < int(p) < 65536]
     named = False
     for p in dict.fromkeys(ports):
-        for pid, command in _port_holders(p, info._marker_prefix):
-            hints.append(f"port {p} is in use by pid {pid}: {command}")
+        for holder, command in _port_holders(p):
+            if _session_of(holder) == pid:  # this start's own (its marker may be gone: redis rewrites it)
+                if exitcode is None and spec.pattern is not None:
+                    hints.append(
+                        f"its own process (pid {holder}) listens on port {p}: it runs, but no line of its log "
+                        "matched the pattern; compare the pattern with its log"
+                    )
+            elif (_OS.marker(holder) or "").startswith(info._marker_prefix):  # found and stopped with the start
+                hints.append(f"port {p} was held by pid {holder}, started for {info.name!r} (it has its marker): "
+                             "it is stopped with the rest of this start")  # fmt: skip
+            elif exitcode == 0:  # the daemon it left, maybe: nothing proves it ours (redis hides its marker)
+                hints.append(
+                    f"port {p} is in use by pid {holder}: {command}; if that is the daemon this start left, nothing "
+                    f"proves it xprocess's, so it keeps running: stop it yourself (kill {holder})"
+                )
+            else:
+                hints.append(f"port {p} is in use by pid {holder}: {command}")
             named = True
     if in_use and not named:
         hints.append(
@@ -1233,8 +1272,15 @@ def _uid_of(user: object) -> int | None:
     return user if isinstance(user, int) else None
 
 
-def _port_holders(port: int, prefix: str) -> list[tuple[int, str]]:
-    """Pid and command line of each process listening on TCP ``port`` whose marker is not ``prefix``'s."""
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _port_holders(port: int) -> list[tuple[int, str]]:
+    """Pid and command line of each process listening on TCP ``port``."""
     import psutil
 
     try:
@@ -1245,9 +1291,7 @@ def _port_holders(port: int, prefix: str) -> list[tuple[int, str]]:
         }
     except (psutil.Error, OSError):
         return []
-    return [
-        (pid, _OS.cmdline(pid)[:200] or "?") for pid in sorted(pids) if not (_OS.marker(pid) or "").startswith(prefix)
-    ]
+    return [(pid, _OS.cmdline(pid)[:200] or "?") for pid in sorted(pids)]
 
 
 # --- 5. the record: state.jsonl ---
@@ -1270,6 +1314,7 @@ class _State(SimpleNamespace):
     spawned_at: float | None = None
     match: str | None = None  # the line that made it ready
     pattern: list[Any] | None = None  # [pattern, flags] that matched it
+    stopped: str | None = None  # how it was stopped on purpose (--xkill, terminate(), at session end)
 
     def to_json(self) -> dict[str, Any]:
         record = {"version": STATE_VERSION, **vars(self), "log": list(self.log)}
@@ -1277,7 +1322,9 @@ class _State(SimpleNamespace):
         return record
 
 
-_STATE_EXTRAS: Any = {"args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float)}
+_STATE_EXTRAS: Any = {
+    "args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float), "stopped": str
+}  # fmt: skip
 
 
 def _read_state(path: Path) -> _State | None:
@@ -1352,6 +1399,24 @@ def _write_state(path: Path, state: _State, update: dict[str, Any] | None = None
             f"xprocess cannot write its state {path}: {exc.strerror or exc} (free some space or make it writable)"
         ) from exc
     return None
+
+
+def _mark_stopped(recorded: _Recorded, how: str) -> None:
+    """Note in its state that ``recorded``'s process was stopped on purpose (``how``): its next
+    start is told as a start, not as a restart because "it had stopped". Only if the file still
+    holds that start (one replaced since is another inode: the note goes nowhere)."""
+    state = recorded.state
+    if state is None:
+        return
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        fd = _open_checked(recorded.info.statepath, os.O_RDWR | os.O_APPEND)
+        try:
+            first = os.read(fd, 1 << 20).partition(b"\n")[0]  # (a longer first line: no note)
+            if json.loads(first)["token"] == state.token:
+                os.write(fd, (json.dumps({"stopped": how}) + "\n").encode())
+                state.stopped = how
+        finally:
+            os.close(fd)
 
 
 def _warn(message: str) -> None:
@@ -1497,6 +1562,23 @@ class _ProcFS:
         """A path that opens the file ``pid`` holds as ``fd`` (it reaches it once removed, too)."""
         return f"/proc/{pid}/fd/{fd}"
 
+    @functools.cached_property
+    def lists_children(self) -> bool:
+        """Whether the kernel lists each thread's children (``/proc/<pid>/task/<tid>/children``)."""
+        return os.path.exists("/proc/thread-self/children")
+
+    # Cheaper than reading every process for its parent: a sweep after a lost state walks down
+    # from the few it found.
+    def children(self, pid: int, exempt: frozenset[int]) -> list[_Proc]:
+        """The children of ``pid`` (of all its threads), but the ``exempt``."""
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError as exc:
+            _raise_if_scarce(exc)
+            return []
+        pids = {int(n) for tid in tids for n in (_read_proc(f"{pid}/task/{tid}/children") or b"").split()}
+        return [p for p in map(self.proc, sorted(pids - exempt)) if p is not None and p.ppid == pid]
+
     def forks(self) -> int | None:
         """How many processes (and threads) the machine has created since boot."""
         data = _read_proc("stat") or b""
@@ -1521,23 +1603,46 @@ class _ProcFS:
             return int(_read_proc("sys/kernel/ns_last_pid") or b""), self.forks()
         return None
 
+    def pid_max(self) -> int | None:
+        """The highest pid plus one: where handing them out wraps around."""
+        with contextlib.suppress(ValueError):
+            return int(_read_proc("sys/kernel/pid_max") or b"")
+        return None
+
+    def in_use(self) -> int:
+        """At least how many pids are in use: every thread of the machine (``/proc/loadavg``)."""
+        with contextlib.suppress(IndexError, ValueError):
+            return int((_read_proc("loadavg") or b"").split()[3].partition(b"/")[2])
+        return len(self.pids())
+
+    # A stop, or a restart soon after a start, follows the few pids handed out since its mark:
+    # probing them costs less than listing a busy machine's thousand processes.
     def pids_after(self, marks: Sequence[tuple[int, int | None] | None]) -> list[int]:
         """The pids that may be of processes created after each mark (a pid and the forks then);
         all of them where that cannot be told."""
+        last = (self.mark() or (0, None))[0]
+        lows = [mark[0] for mark in marks if mark is not None]
+        few = bool(marks) and len(lows) == len(marks) and all(low <= last <= low + _PROBED for low in lows)
+        # (where that cannot be told, after a wrap or without counts, every pid is new: the mark's too)
+        if few and not self.handed_out(marks, self.in_use())(min(lows)):
+            return [pid for pid in range(min(lows) + 1, last + 1) if self.is_process(pid)]
         pids = self.pids()
-        now = self.mark()
-        try:
-            room = int(_read_proc("sys/kernel/pid_max") or b"") - 300 - len(pids)  # ids to hand out before a wrap
-        except ValueError:
-            return pids
+        is_new = self.handed_out(marks, len(pids))
+        return [pid for pid in pids if is_new(pid)]
+
+    def handed_out(self, marks: Sequence[tuple[int, int | None] | None], taken: int) -> Callable[[int], bool]:
+        """Whether a pid may have been handed out since each of ``marks``, ``taken`` pids being in
+        use: true of every pid where that cannot be told."""
+        now, pid_max = self.mark(), self.pid_max()
         last, forks = now if now is not None else (0, None)
-        if forks is None:
-            return pids
+        if forks is None or pid_max is None:
+            return lambda pid: True
+        room = pid_max - 300 - taken  # ids to hand out before a wrap
         for mark in marks:
             if mark is None or mark[1] is None or not 0 <= forks - mark[1] < room:
-                return pids
+                return lambda pid: True
         starts = [mark[0] for mark in marks]  # type: ignore[index]
-        return [pid for pid in pids if any(p < pid <= last if p <= last else pid > p or pid <= last for p in starts)]
+        return lambda pid: any(p < pid <= last if p <= last else pid > p or pid <= last for p in starts)
 
     # Every start sweeps what earlier ones left, so no process of a name is older than its
     # recorded start; a start of another boot says nothing.
@@ -1598,7 +1703,9 @@ class _Portable(_ProcFS):
             return None
 
     def is_process(self, pid: int) -> bool:
-        return True  # thread ids are no pids here
+        import psutil
+
+        return bool(psutil.pid_exists(pid))  # (False of a thread id, where /proc shows them)
 
     def stdout_files(self, pid: int) -> list[tuple[str, tuple[int, int], int, int]]:
         import psutil
@@ -1616,6 +1723,8 @@ class _Portable(_ProcFS):
 
     def held_file(self, pid: int, fd: int, path: str = "") -> str:
         return path
+
+    lists_children = False
 
     def forks(self) -> int | None:
         return None
@@ -1815,9 +1924,18 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
             if owner is None:
                 marker = _OS.marker(pid)
                 owner = keys.get(marker[:17]) if marker and _TOKEN_RE.match(marker) else None
-                if any(d not in dirs and d.rpartition("/")[0].endswith("/" + STATE_DIR) for d in outputs):
-                    owner = None  # it writes to another project's log: one renamed since, its marker our path's
+                if owner is not None and elsewhere(pid, outputs):
+                    owner = None  # a project renamed since: its processes carry the marker of our path
             return owner
+
+        # A server's child writing to a pipe or a socket shows no log of its own: its parent's or
+        # its session leader's (the server, which leads its session even once the child is adopted).
+        def elsewhere(pid: int, outputs: list[str]) -> bool:
+            """Whether ``pid``, its parent or its session leader writes to another project's log."""
+            p = _OS.proc(pid)
+            for kin in {p.ppid, p.sid} - exempt - {pid} if p is not None else ():
+                outputs = outputs + _OS.output_dirs(kin)
+            return any(d not in dirs and d.rpartition("/")[0].endswith("/" + STATE_DIR) for d in outputs)
 
         children: dict[int, list[_Proc]] = {}
         for pid in _OS.candidate_pids([r.guide for r in targets.values()]):
@@ -1837,7 +1955,8 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
                 owner = None
             if owner is not None:
                 found[owner][p.pid] = p
-        if not roots and any(found.values()):  # what a lost state's start left: its children too
+        listed = not roots and _OS.lists_children  # the kernel's list of children, where a map would be read
+        if not roots and any(found.values()) and not listed:  # what a lost state's start left: its children too
             for pid in _OS.pids():
                 p = _OS.proc(pid) if pid not in exempt else None
                 if p is not None:
@@ -1845,7 +1964,8 @@ def _find_ours(targets: Mapping[str, _Recorded], tree: bool) -> dict[str, list[_
         for procs in found.values():  # descendants, down from the recorded process and each one found
             todo = list(procs)
             while todo:
-                for child in children.get(todo.pop(), ()):
+                pid = todo.pop()
+                for child in _OS.children(pid, exempt) if listed else children.get(pid, ()):
                     if child.pid not in procs:
                         procs[child.pid] = child
                         todo.append(child.pid)
@@ -1964,18 +2084,31 @@ def _forked(
     owner: dict[int, str],
 ) -> list[_Proc]:
     """What ``stopping`` forked since ``mark`` (added to it and ``owner``): children of theirs, or,
-    their parent gone (adopted here or by init), members of their sessions."""
-    sessions = {p.sid: owner[p.pid] for p in stopping if p.sid not in (0, os.getsid(0))}
+    their parent gone (adopted here or by init), members of the sessions they lead."""
+    pids = _OS.pids_after([mark])
+    is_new = _OS.handed_out([mark], _OS.in_use()) if mark is not None else lambda pid: pid not in existed
+    known = {p.pid: p for p in stopping}
+
+    # A parent or leader is matched by its pid, which a stranger may hold by now (pids wrap around,
+    # root can pick the next one): that pid still names the process being stopped, or nothing
+    # handed out since the stop began.
+    def still(pid: int) -> _Proc | None:
+        was = known.get(pid)
+        if was is None:
+            return None
+        holder = _OS.proc(pid)
+        return None if (holder.start != was.start if holder is not None else is_new(pid)) else was
+
     born = []
-    for pid in _OS.pids_after([mark]):
-        if pid in owner or pid in existed or pid in _exempt():
+    for pid in pids:
+        if pid in owner or not is_new(pid) or pid in _exempt():
             continue
         p = _OS.proc(pid)
         if p is None or p.since < began:
             continue
-        name = owner.get(p.ppid) or sessions.get(p.sid)
-        if name:
-            owner[pid] = name
+        parent = still(p.ppid) or still(p.sid)  # (pytest's own session leader is never stopped)
+        if parent is not None:
+            owner[pid] = owner[parent.pid]
             born.append(p)
     stopping += born
     return born
@@ -2072,8 +2205,8 @@ def _stop(
         stopping = {name: found[name] for name, (result, _) in results.items() if result != _IN_USE}
         for name, result in _terminate(stopping, TERMINATE_TIMEOUT).items():
             results[name] = (result, results[name][1])
-            if result and policy == _FOR_START and targets[name].state is None:
-                _logger.warning("xprocess %r: ended processes left by a start whose state was lost", name)
+            if result == 1 and policy != _FOR_START:  # a start replaces the state anyway
+                _mark_stopped(targets[name], policy)
     finally:
         for fd in held:
             os.close(fd)
@@ -2169,7 +2302,10 @@ class XProcessInfo:
             return -1  # pytest-xprocess 1.x returned -1 for a negative timeout too
         if self._before_stop is not None:
             self._before_stop(self.name)
-        return _terminate(_find_ours({self.name: recorded}, kill_proc_tree), timeout)[self.name]
+        result = _terminate(_find_ours({self.name: recorded}, kill_proc_tree), timeout)[self.name]
+        if result == 1:
+            _mark_stopped(recorded, "terminate()")
+        return result
 
     def kill(self) -> int:
         """The same as :meth:`terminate` (the original API's name)."""
@@ -2316,7 +2452,7 @@ class _Session:
 
     def used(
         self, info: XProcessInfo, kind: str, spec: _Spec, offset: int = 0, why: str = "", seconds: float = 0.0,
-        stop: float = 0.0,
+        stop: float = 0.0, prepared: float = 0.0,
     ) -> None:  # fmt: skip
         """Remember that this session uses ``info`` (``kind``: one of §1's), for reports, the summary
         and the stop at the end."""
@@ -2330,6 +2466,8 @@ class _Session:
         record["terminate_on_interrupt"] = spec.terminate_on_interrupt
         if stop >= _SLOW_STOP:
             record["stop"] = round(stop, 1)
+        if prepared >= _SLOW_STOP:
+            record["prepared"] = round(prepared, 1)
         if self._last.get(info.name) == record:  # a test per reuse would grow the file without end
             return
         try:
@@ -2569,37 +2707,61 @@ class XProcess:
         info = self.getinfo(name)  # a bad name: ValueError naming it
         if sys.platform == "win32":
             raise XProcessError(f"xprocess {name!r}: Windows is not supported (only POSIX systems)", name=name)
-        deadline, spec, delay = _Deadline(_static_timeout(starter)), None, 0.001
+        deadline, spec, delay, prepared = _Deadline(_static_timeout(starter)), None, 0.001, 0.0
         while True:
-            with _name_lock(info, deadline) as created:  # one session at a time starts it
+            with _name_lock(info, deadline, self._tell) as created:  # one session at a time starts it
                 old = _Recorded.read(info)
                 if old.foreign:  # copied or forged: nothing of it is used
                     _warn(f"{info.statepath}: {old.reason()}; treating the process as not running")
                     old = _Recorded(info, None)
                 try:
                     # what earlier starts left ends before the starter rebuilds what it may use (a cluster)
-                    crashed, stopped = ("", None) if old.running else (self._session.unwatch(name), self._stop(old))
+                    crashed, stopped = "", None
+                    if not old.running:
+                        crashed = self._session.unwatch(name)
+                        stopped, left = self._stop(old)
+                        crashed = crashed or left
                     if spec is None:
                         with _undo_on_error(created):  # bad input leaves nothing on disk
-                            spec = _read_starter(name, starter, info, self)
+                            prepared = time.monotonic()
+                            spec = _read_starter(name, starter, info, self)  # its properties may work (initdb)
+                            prepared = time.monotonic() - prepared
                         deadline.at = deadline.began + spec.timeout  # the starter's own, once read
                     why = _why_start(old, spec, restart, crashed)
                     if why is None:
                         return self._session.watch(info, self._reuse(info, old, spec))
+                    failed = _failed_meanwhile(old, deadline)  # starting it again would fail as that did, on no time
+                    if failed is not None:
+                        raise _failure(XProcessError, info, spec, _FAILED_MEANWHILE, None, deadline.elapsed(), failed)
                     if stopped is None:  # it still runs: stopped only now, after a crash it had is noticed
                         why = _with_crash(why, self._session.unwatch(name))
-                        stopped = self._stop(old)
+                        stopped = self._stop(old)[0]
                     deadline.at += stopped  # the stop of the old process is not counted
-                    return self._session.watch(info, self._start(info, spec, persist_logs, why, deadline, stopped))
+                    started = self._start(info, spec, persist_logs, why, deadline, stopped, prepared)
+                    return self._session.watch(info, started)
                 except _InUse as busy:  # wait without the lock: sessions that can reuse it still do
                     holders = busy.holders
-            delay = _wait_for_holders(name, holders, deadline, delay)
+            delay = _wait_for_holders(name, holders, deadline, delay, self._tell)
 
-    def _stop(self, old: _Recorded) -> float:
-        """Stop what runs under ``old``'s name before a start (``_InUse``); return the seconds taken."""
+    def _tell(self, line: str) -> None:
+        """Show ``line`` on the terminal now, past pytest's capture (and log it): a wait that would
+        otherwise look like a hang until its timeout."""
+        _logger.warning(line)
+        config = self.config
+        plugins = getattr(config, "pluginmanager", None)
+        reporter = plugins.get_plugin("terminalreporter") if plugins is not None else None
+        if reporter is None or hasattr(config, "workerinput"):  # an xdist worker has no terminal
+            return
+        capture = plugins.get_plugin("capturemanager")  # type: ignore[union-attr]
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line(line)
+
+    def _stop(self, old: _Recorded) -> tuple[float, str]:
+        """Stop what runs under ``old``'s name before a start (``_InUse``); return the seconds taken,
+        and why to tell the start as a restart: a lost record's processes were found and ended."""
         began = time.monotonic()
-        _stop({old.info.name: old}, _FOR_START, self._session.leases)
-        return time.monotonic() - began
+        result = _stop({old.info.name: old}, _FOR_START, self._session.leases)[old.info.name][0]
+        return time.monotonic() - began, _LOST_LEFT if result == 1 and old.state is None else ""
 
     def _reuse(self, info: XProcessInfo, old: _Recorded, spec: _Spec) -> _Ensured:
         """The running process ``old``, leased, with the match that made it ready."""
@@ -2620,7 +2782,14 @@ class XProcess:
         return _Ensured(proc.pid, info.logpath, match, state.port, logfile)
 
     def _start(
-        self, info: XProcessInfo, spec: _Spec, persist_logs: bool, why: str, deadline: _Deadline, stopped: float
+        self,
+        info: XProcessInfo,
+        spec: _Spec,
+        persist_logs: bool,
+        why: str,
+        deadline: _Deadline,
+        stopped: float,
+        prepared: float,
     ) -> _Ensured:
         """Spawn, record, wait until ready; on any failure the tree of this start is terminated."""
         __tracebackhide__ = True
@@ -2672,10 +2841,11 @@ class XProcess:
                     raise
         except BaseException as exc:
             session.failed(info, spec, exc)
+            if isinstance(exc, KeyboardInterrupt):  # wherever in the start it landed: pytest names the caller's line
+                raise exc.with_traceback(None)  # noqa: B904 (the same exception, without the plugin's frames)
             raise
-        session.used(
-            info, _RESTARTED if why else _STARTED, spec, why=why, seconds=time.monotonic() - began, stop=stopped
-        )
+        kind, seconds = _RESTARTED if why else _STARTED, time.monotonic() - began
+        session.used(info, kind, spec, why=why, seconds=seconds, stop=stopped, prepared=prepared)
         session.hold(info, popen.pid, state.log)
         logfile = functools.partial(session.logfile, info.name, info.logpath, offset)
         return _Ensured(popen.pid, info.logpath, match, state.port, logfile)
@@ -2715,7 +2885,7 @@ def _why_start(old: _Recorded, spec: _Spec, restart: bool, crashed: str) -> str 
     if not state.ready:
         return _NEVER_READY
     if not old.running:
-        return old.reason() if old.why else _STOPPED
+        return "" if state.stopped else old.reason() if old.why else _STOPPED
     new = spec.fingerprint
     changed = [k for k in {**new, **state.fingerprint} if state.fingerprint.get(k) != new.get(k)]  # a part dropped too
     if changed:
@@ -2731,6 +2901,18 @@ def _why_start(old: _Recorded, spec: _Spec, restart: bool, crashed: str) -> str 
     if spec.check is not None and spec.check_on_reuse and not _check_before_reuse(spec.check):
         return _CHECK_FAILED
     return None
+
+
+_FAILED_MEANWHILE = "was not started: another session started it while this one waited, and that start failed"
+
+
+def _failed_meanwhile(old: _Recorded, deadline: _Deadline) -> int | None:
+    """The pid of another session's start, begun while this call waited for its lock, that failed
+    (its state never got ready), or None: trying again would wait out the same, on what time is left."""
+    state = old.state
+    if state is None or state.ready or state.spawned_at is None or old.running:
+        return None
+    return state.pid if state.spawned_at >= time.time() - deadline.elapsed() else None
 
 
 def _with_crash(why: str, crashed: str) -> str:
@@ -2758,7 +2940,7 @@ def _check_before_reuse(check: Callable[[], Any]) -> bool:
     return bool(result and result[0])
 
 
-def _wait_for_holders(name: str, holders: str, deadline: _Deadline, delay: float) -> float:
+def _wait_for_holders(name: str, holders: str, deadline: _Deadline, delay: float, tell: Callable[[str], None]) -> float:
     """Wait a little for the sessions holding ``name``; return the next delay, or raise at the deadline."""
     __tracebackhide__ = True
     if deadline.expired():
@@ -2769,7 +2951,8 @@ def _wait_for_holders(name: str, holders: str, deadline: _Deadline, delay: float
             name=name,
         )
     if delay == 0.001:
-        _logger.warning("xprocess %r: waiting for %s to end", name, holders)
+        tell(f"xprocess: {name!r} is to be restarted but is in use by {holders}: waiting for it to end, at most "
+             f"the starter's timeout of {deadline.at - deadline.began:g} s")  # fmt: skip
     return deadline.sleep(delay)
 
 
@@ -2814,6 +2997,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_XPROCESS_KEY] = xp
     if workerinput is None:
         _stop_switch(config)  # a bad XPROCESS_STOP is a usage error now, not at the end
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """One line in pytest's header: where the processes are recorded, and whether they outlive it."""
+    where = f"state in {config.rootpath / STATE_DIR}"
+    if config.inipath is None:  # the rootdir then follows the arguments and the current directory
+        where += " (pytest found no config file, so this depends on where it runs: add a pytest.ini at the root)"
+    if _stop_switch(config):
+        return f"xprocess: {where}; processes are stopped at the end of the session (the stop switch is on)"
+    return f"xprocess: {where}; processes keep running for the next run (--xstop stops them at the end)"
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -2911,8 +3104,10 @@ def _summary_words(use: Mapping[str, Any]) -> str:
     if kind == _FAILED:
         return f"FAILED to start: {why}"
     line = f"{kind} in {use.get('seconds', 0):.2f} s"
-    if use.get("stop"):
-        line += f" after a {use['stop']:.1f} s stop"
+    before = [f"a {use['stop']:.1f} s stop"] if use.get("stop") else []
+    before += [f"{use['prepared']:.1f} s in its starter"] if use.get("prepared") else []  # initdb, say
+    if before:
+        line += " after " + " and ".join(before)
     return line + (f" ({why})" if why else "")
 
 
@@ -2934,42 +3129,72 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     xp = XProcess(config, config.rootpath)
     names = next(names for names in (kill, forget, show) if names is not None)
     try:
-        infos = _recorded_infos(xp, names)
+        infos, lost = _recorded_infos(xp, names, lost=forget is None)  # a lost record has nothing to forget
     except XProcessError as exc:
         _print(str(exc), sys.stderr)
         return pytest.ExitCode.USAGE_ERROR
     except (ValueError, LookupError) as exc:
         _print(f"xprocess: {exc}", sys.stderr)
         return pytest.ExitCode.USAGE_ERROR
-    if not infos:
-        _print(f"no processes recorded in {xp.statedir}")
-    if kill is not None:
-        return _kill(infos)
-    if forget is not None:
-        return _forget(infos, named=bool(forget))
-    for line in _show(infos):
+    if kill is not None or forget is not None:
+        if not infos:
+            _print(f"no processes recorded in {xp.statedir}")
+        return _kill(infos, lost) if kill is not None else _forget(infos, named=bool(forget))
+    for line in _show(infos, lost, named=bool(show)) or [f"no processes recorded in {xp.statedir}"]:
         _print(line)
     return 0
 
 
-def _recorded_infos(xp: XProcess, names: Sequence[str]) -> list[XProcessInfo]:
-    """The recorded processes (those named, or all); unknown names raise ``LookupError``, a state
+def _recorded_infos(
+    xp: XProcess, names: Sequence[str], lost: bool = True
+) -> tuple[list[XProcessInfo], dict[str, list[_Proc]]]:
+    """The recorded processes (those named, or all) and, with ``lost``, those whose record is gone
+    but whose processes still run, found by their log or marker as ``ensure()`` finds them (after
+    ``git clean -xdf``), with those processes. Unknown names raise ``LookupError``, a state
     directory ``ensure()`` would refuse (a link, another user's) ``XProcessError``: none is followed."""
     with contextlib.suppress(FileNotFoundError):
         _check_private_dir(xp.statedir)
     if names:
         infos = [xp.getinfo(name) for name in names]
         unknown = [i.name for i in infos if not i.controldir.is_dir() or i.controldir.is_symlink()]
+        found = _lost(xp, unknown) if lost and unknown else {}
+        unknown = [name for name in unknown if name not in found]
         if unknown:
             raise LookupError(f"no process recorded as {', '.join(map(repr, unknown))} in {xp.statedir}")
-        return infos
+        return infos, found
     infos = []
     with contextlib.suppress(OSError):
         for entry in sorted(os.scandir(xp.statedir), key=lambda e: e.name):
             with contextlib.suppress(ValueError):
                 if entry.is_dir(follow_symlinks=False):
                     infos.append(xp.getinfo(entry.name))
-    return infos
+    found = _lost(xp, _names_in_logs(xp) - {i.name for i in infos}) if lost else {}
+    infos += [xp.getinfo(name) for name in found]
+    return sorted(infos, key=lambda i: i.name), found
+
+
+def _names_in_logs(xp: XProcess) -> set[str]:
+    """The names whose log, in this project's state directory, some process writes to."""
+    statedir = os.fsdecode(_resolved(xp.statedir))
+    exempt = _exempt()
+    names = set()
+    for pid in _OS.pids():
+        if pid not in exempt:
+            for directory in _OS.output_dirs(pid):
+                parent, _, name = directory.rpartition("/")
+                if parent == statedir:
+                    names.add(name)
+    return names
+
+
+def _lost(xp: XProcess, names: Iterable[str]) -> dict[str, list[_Proc]]:
+    """Of ``names`` (none recorded), those whose processes run, proven ours by their log or marker."""
+    infos = []
+    for name in names:
+        with contextlib.suppress(ValueError):  # a directory name that is no name of ours
+            infos.append(xp.getinfo(name))
+    found = _find_ours({info.name: _Recorded(info, None) for info in infos}, tree=True)
+    return {name: procs for name, procs in sorted(found.items()) if procs}
 
 
 def _print(line: str, file: IO[str] | None = None) -> None:
@@ -2987,12 +3212,18 @@ def _printable(text: str, file: IO[str] | None = None) -> str:
 _SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
 
 
-def _show(infos: Sequence[XProcessInfo]) -> list[str]:
-    """``--xshow``: a row per process, with its command and log beneath it."""
+def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
+    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
+    beneath it; without names, a name that never recorded a start has no row."""
     rows: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
     for info in infos:
+        if info.name in lost:
+            rows.append(_lost_row(info, lost[info.name]))
+            continue
         recorded = _Recorded.read(info)
         state, running = recorded.state, recorded.running
+        if state is None and not named and not os.path.lexists(info.statepath):  # no start was ever recorded
+            continue
         uptime = "-"
         if running and state and state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
             uptime = _duration(int(time.time() - state.spawned_at))
@@ -3003,7 +3234,7 @@ def _show(infos: Sequence[XProcessInfo]) -> list[str]:
         if state and state.args is not None:
             command = _printable(shlex.join(map(str, state.args)))
             room = _SHOW_WIDTH - len("    $ ")
-            lines.append("    $ " + (command if len(command) <= room else command[: room - 3] + "..."))
+            lines.append("    $ " + (command if named or len(command) <= room else command[: room - 3] + "..."))
         lines.append(f"    log: {info.logpath}")
         rows.append(([_printable(str(cell)) for cell in cells], lines))
     widths = [max(len(row[i]) for row, _ in rows) for i in range(6)]
@@ -3012,6 +3243,17 @@ def _show(infos: Sequence[XProcessInfo]) -> list[str]:
         out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         out.extend(below)
     return out if len(rows) > 1 else []
+
+
+def _lost_row(info: XProcessInfo, procs: list[_Proc]) -> tuple[list[str], list[str]]:
+    """The row of a name whose record is gone, with what it found: the first process started."""
+    first = min(procs, key=lambda p: (p.since, p.pid))
+    pids = ", ".join(str(p.pid) for p in sorted(procs, key=lambda p: p.pid))
+    below = [
+        f"    its record is gone ({info.controldir} was removed); found by its log or marker: pid {pids}",
+        f"    stop it: pytest --xkill {shlex.quote(info.name)} (the next ensure() stops it too, then starts anew)",
+    ]
+    return [_printable(cell) for cell in (info.name, "LIVE", str(first.pid), "-", "-", "-")], below
 
 
 def _duration(seconds: int) -> str:
@@ -3025,15 +3267,17 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
 
 
-def _kill(infos: Sequence[XProcessInfo]) -> int:
+def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]]) -> int:
     """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming them."""
     targets = {info.name: _Recorded.read(info) for info in infos}
+    pids = {name: min(procs, key=lambda p: (p.since, p.pid)).pid for name, procs in lost.items()}
     results = _stop(targets, _FOR_XKILL)
     words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
     for name, recorded in targets.items():
         result, holders = results[name]
         note = f" (it was in use by {holders})" if holders and result else ""
-        _print(f"{recorded.state.pid if recorded.state else '-'} {name} {words[result]}{note}")  # type: ignore[index]
+        pid = recorded.state.pid if recorded.state else pids.get(name, "-")
+        _print(f"{pid} {name} {words[result]}{note}")  # type: ignore[index]
     return 1 if any(result == -1 for result, _ in results.values()) else 0
 
 
@@ -3063,7 +3307,7 @@ def _forget(infos: Sequence[XProcessInfo], named: bool) -> int:
                     )
                     status = 1
                 else:
-                    _print(f"{info.name} kept: it is LIVE (pid {pids})")
+                    _print(f"{info.name} KEPT: it is LIVE (pid {pids})")
                 continue
             try:
                 shutil.rmtree(info.controldir)

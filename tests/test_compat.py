@@ -189,7 +189,7 @@ def test_messages_and_xshow_quote_arguments(xp):
     assert "-c 'import sys; print('\"'\"'boom'\"'\"'); sys.exit(3)' '' 'two words'" in str(excinfo.value)
 
     xp.ensure("quoted", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "", "two words"]))
-    assert "    $ sh -c 'echo ready; exec sleep 600' '' 'two words'" in _show([xp.getinfo("quoted")])
+    assert "    $ sh -c 'echo ready; exec sleep 600' '' 'two words'" in _show([xp.getinfo("quoted")], {})
 
 
 def test_paths_are_pathlib_and_rootdir_is_the_project(pytester_xp):

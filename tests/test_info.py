@@ -39,6 +39,8 @@ def serving(handle: object, host: str = "127.0.0.1") -> Iterator[int]:
         yield server.getsockname()[1]
     finally:
         stop.set()
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a close alone leaves it blocked)
         server.close()
         thread.join(5)
 

@@ -66,7 +66,9 @@ def test_recycled_pid_is_neither_reused_nor_signalled(xp, tmp_path):
 def test_state_deleted_while_running_starts_fresh_and_ends_the_orphan(xp, deleted):
     first = xp.ensure("lost", starter(SLEEPER))[0]
     shutil.rmtree(xp.statedir if deleted == "state dir" else xp.statedir / "lost")
-    assert xprocess._recorded_infos(xp, []) == []  # listing what is left does not crash, and finds nothing
+    infos, lost = xprocess._recorded_infos(xp, [])  # what --xshow lists: the process, by its removed log
+    found = {name: [p.pid for p in procs] for name, procs in lost.items()}
+    assert ([i.name for i in infos], found) == ((["lost"], {"lost": [first]}) if xprocess._PROC_FS else ([], {}))
     second = xp.ensure("lost", starter(SLEEPER))[0]
     assert second != first
     assert wait_for(lambda: not alive(first))
@@ -570,7 +572,7 @@ def test_xkill_and_xshow_spare_a_stranger_holding_the_recorded_pid(project):
         kill.stdout.fnmatch_lines([f"{stranger.pid} srv NO PROCESS FOUND"])
         assert stranger.poll() is None
         result = project.runpytest_subprocess()  # and the next run starts its own
-        result.stdout.fnmatch_lines(["srv: restarted in * s (its pid * now belongs to another process)"])
+        result.stdout.fnmatch_lines(["srv: started in * s"])  # terminate() above stopped it on purpose
         assert stranger.poll() is None
     finally:
         stranger.kill()
@@ -672,6 +674,54 @@ def test_what_a_server_forks_while_it_is_stopped_is_stopped_too(tmp_path, sessio
         assert result == {"result": 1, "server": True, "worker": True, "stranger": True}
 
 
+def test_a_pid_recycled_while_a_server_is_stopped_does_not_make_its_holders_children_ours(tmp_path):
+    """Issue 26, case 6 (a review's find): what is forked during a stop was matched to the processes
+    being stopped by its parent's and session's pid alone. A worker stopped first, its pid handed
+    out again meanwhile (a wrap on a busy machine; here root sets the next pid), made the new
+    holder's children "forks of ours", and they were killed. They are spared: that pid must still
+    name the process being stopped."""
+    script = textwrap.dedent("""
+        import threading, time
+        from xprocess import ProcessStarter, XProcess
+        code = (
+            "import subprocess, sys, time\\n"
+            "w2 = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\\n"
+            "w = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\\n"
+            "time.sleep(0.3)\\n"
+            "print('ready', w2.pid, flush=True)\\n"
+            "time.sleep(600)\\n"
+        )
+
+        class Server(ProcessStarter):  # one worker ends on SIGTERM, the other holds the stop open
+            pattern = r"ready (\\d+)"
+            args = [sys.executable, "-c", code]
+
+        out = {}
+        def stranger(y):  # once the first worker is gone, its pid goes to someone else's process
+            while not gone(y) or os.path.exists(f"/proc/{y}"):
+                time.sleep(0.01)
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(y - 1))
+            s = subprocess.Popen(["sh", "-c", "sleep 600 & echo $! > kid; wait"], start_new_session=True)
+            out["stranger"] = s.pid
+            while not os.path.exists("kid") or not open("kid").read().strip():
+                time.sleep(0.01)
+            out["child"] = int(open("kid").read())
+
+        with XProcess(None, ".") as xp:
+            y = int(xp.ensure("srv", Server).match.group(1))
+            t = threading.Thread(target=stranger, args=(y,))
+            t.start()
+            result = xp.getinfo("srv").terminate(timeout=3)
+            t.join()
+            print(json.dumps(dict(result=result, recycled=out["stranger"] == y,
+                                  stranger=not gone(out["stranger"]), child=not gone(out["child"]))))
+    """)
+    result = in_pid_namespace(tmp_path, script)
+    assert result == {"result": 1, "recycled": True, "stranger": True, "child": True}
+
+
 @pytest.mark.skipif(not xprocess._PROC_FS, reason="a removed log is seen through /proc/<pid>/fd only (Linux)")
 @pytest.mark.parametrize(
     "how", ["moved", "copied, then the original's .xprocess removed", "copied, edited, removed", "forged, removed"]
@@ -735,15 +785,28 @@ def test_a_project_moved_to_another_file_system_keeps_no_orphan(tmp_path, how):
         shutil.rmtree(dest.parent)
 
 
-def test_a_fresh_checkout_at_a_renamed_projects_old_path_leaves_its_servers_alone(tmp_path):
+# A child that ends with its parent (its stdin is a pipe from it): none is left behind.
+PIPED_CHILD = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],"
+    " stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+    "print('ready', child.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+@pytest.mark.parametrize("child", [False, True], ids=["server", "its child writing to a pipe"])
+def test_a_fresh_checkout_at_a_renamed_projects_old_path_leaves_its_servers_alone(tmp_path, child):
     """Issue 26, case 2: a project renamed while its server runs, then a fresh checkout at the old
     path: the checkout's first ensure() (or a terminate()) found the renamed project's server by
     its marker, whose key digests the old path, and killed it. A marker is no evidence for a
-    process writing to another project's log (the renamed one's, which the kernel follows)."""
+    process writing to another project's log (the renamed one's, which the kernel follows), nor
+    for one whose parent or session leader does (a review's find: a child writing to a pipe)."""
     old, renamed = tmp_path / "p", tmp_path / "q"
     old.mkdir()
     with XProcess(None, old) as xp:
-        theirs = xp.ensure("srv", starter(SLEEPER))[0]
+        started = xp.ensure("srv", starter(PIPED_CHILD, r"ready (\d+)") if child else starter(SLEEPER))
+        theirs = int(started.match.group(1)) if child else started[0]
     old.rename(renamed)
     old.mkdir()  # the fresh checkout
     try:
@@ -758,3 +821,114 @@ def test_a_fresh_checkout_at_a_renamed_projects_old_path_leaves_its_servers_alon
         assert wait_for(lambda: not alive(theirs))
     finally:
         kill_writing_under(tmp_path)
+
+
+def test_a_grandchild_that_left_the_session_of_an_adopted_member_is_stopped_too(tmp_path):
+    """Issue 27, the first bug of a branch that never landed: terminate() missed a grandchild that
+    left the server's session (setsid, output to /dev/null, environment wiped) when its parent was
+    a member of the server's session whose own parent had exited. The member is found by its
+    session, the grandchild by its parent: both are stopped (a private pid namespace)."""
+    script = textwrap.dedent("""
+        import time
+        from xprocess import ProcessStarter, XProcess
+        code = (
+            "import os, sys, time\\n"
+            "if os.fork() == 0:\\n"  # a member of the server's session, which exits at once
+            "    if os.fork() == 0:\\n"  # its child, adopted: still in the session
+            "        open('member.pid', 'w').write(str(os.getpid()))\\n"
+            "        if os.fork() == 0:\\n"  # the grandchild: a session of its own, nothing of ours on it
+            "            os.setsid()\\n"
+            "            fd = os.open('/dev/null', os.O_WRONLY)\\n"
+            "            os.dup2(fd, 1); os.dup2(fd, 2)\\n"
+            "            open('grandchild.pid', 'w').write(str(os.getpid()))\\n"
+            "            os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(600)'], {})\\n"
+            "        time.sleep(600)\\n"
+            "    os._exit(0)\\n"
+            "while not os.path.exists('grandchild.pid'): time.sleep(0.01)\\n"
+            "time.sleep(0.2)\\n"
+            "print('ready', flush=True)\\n"
+            "time.sleep(600)\\n"
+        )
+
+        class Server(ProcessStarter):
+            pattern = "ready"
+            args = [sys.executable, "-c", code]
+
+        stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+        with XProcess(None, ".") as xp:
+            server = xp.ensure("srv", Server)[0]
+            member = int(open(".xprocess/srv/member.pid").read())
+            grandchild = int(open(".xprocess/srv/grandchild.pid").read())
+            adopted = open(f"/proc/{member}/stat").read().rpartition(")")[2].split()[1] == "1"
+            result = xp.getinfo("srv").terminate()
+            print(json.dumps(dict(result=result, adopted=adopted, server=gone(server), member=gone(member),
+                                  grandchild=gone(grandchild), stranger=stranger.poll() is None)))
+    """)
+    result = in_pid_namespace(tmp_path, script)
+    expected = {"result": 1, "adopted": True, "server": True, "member": True, "grandchild": True, "stranger": True}
+    assert result == expected
+
+
+def test_a_restart_stops_a_process_of_ours_at_the_recorded_pid_with_another_start(tmp_path):
+    """Issue 27, the second bug of a branch that never landed: a restart overlooked a process at
+    the recorded pid with another start. The recorded server has exited; a child it left got its
+    pid again (root sets the next pid, as a wrap would). Not the recorded process, but one writing
+    to the name's log: the restart stops it and the child that made it (a private pid namespace)."""
+    script = textwrap.dedent("""
+        import time
+        from xprocess import ProcessStarter, XProcess
+        def start(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[19]
+        code = (
+            "import os, sys, time\\n"
+            "me = os.getpid()\\n"
+            "def put(name):\\n"  # whole or not at all: the test reads it the moment it appears
+            "    open(name + '.tmp', 'w').write(str(os.getpid())); os.rename(name + '.tmp', name)\\n"
+            "if os.fork() == 0:\\n"  # what the server leaves: it makes a process at the server's pid
+            "    os.setsid()\\n"  # (a session or group the server led keeps its pid from being handed out)
+            "    while os.path.exists(f'/proc/{me}'): time.sleep(0.01)\\n"  # exited and reaped
+            "    for _ in range(100):\\n"  # until it has the pid (a thread elsewhere may take it first)
+            "        open('/proc/sys/kernel/ns_last_pid', 'w').write(str(me - 1))\\n"
+            "        if os.fork() == 0:\\n"
+            "            if os.getpid() != me: os._exit(0)\\n"
+            "            put('again.pid')\\n"
+            "            time.sleep(600)\\n"
+            "        time.sleep(0.01)\\n"
+            "        if os.path.exists('again.pid'): break\\n"
+            "    put('left.pid')\\n"
+            "    time.sleep(600)\\n"
+            "print('ready', flush=True)\\n"
+            "if len(sys.argv) < 2: sys.exit(0)\\n"
+            "time.sleep(600)\\n"
+        )
+
+        class Server(ProcessStarter):
+            pattern = "ready"
+            args = [sys.executable, "-c", code]
+
+        class Again(Server):
+            args = [sys.executable, "-c", code, "stay"]
+
+        stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+        with XProcess(None, ".") as xp:
+            server = xp.ensure("srv", Server)[0]
+            try:
+                os.waitpid(server, 0)
+            except ChildProcessError:  # the readiness wait reaped it (it polls where waitid cannot peek)
+                pass
+            deadline = time.monotonic() + 10
+            while not os.path.exists(".xprocess/srv/left.pid") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            again = int(open(".xprocess/srv/again.pid").read())
+            left = int(open(".xprocess/srv/left.pid").read())
+            starts = {pid: start(pid) for pid in (again, left)}  # the pids are handed out again at once here
+            ended = lambda pid: gone(pid) or start(pid) != starts[pid]
+            same_pid = again == server
+            new = xp.ensure("srv", Again, restart=True)[0]
+            print(json.dumps(dict(same_pid=same_pid, again=ended(again), left=ended(left), new=not gone(new),
+                                  stranger=stranger.poll() is None)))
+            xp.getinfo("srv").terminate()
+    """)
+    result = in_pid_namespace(tmp_path, script)
+    assert result == {"same_pid": True, "again": True, "left": True, "new": True, "stranger": True}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -19,6 +21,7 @@ from conftest import (
     starter,
 )
 
+import xprocess
 from xprocess import XProcess, XProcessInfo, _show
 
 
@@ -74,12 +77,26 @@ def test_xshow_is_an_aligned_table_with_the_command_beneath(pytester_xp):
     commands = [line for line in lines if line.startswith("    $ ")]
     assert len(commands) == 2 and all(len(c) <= 100 and c.endswith("...") and len(c) == 100 for c in commands), commands
     assert sum(line.startswith("    log: ") and line.endswith("xprocess.log") for line in lines) == 2
+    named = pytester_xp.runpytest_subprocess("--xshow", "srv")  # issue 28, 12: asked for by name, it is whole
+    whole = [line for line in named.stdout.lines if line.startswith("    $ ")]
+    assert len(whole) == 1 and whole[0].endswith(long_arg + "'"), whole  # the shell-quoted code, to its end
+
+
+def test_xshow_lists_no_name_that_never_recorded_a_start_but_shows_it_when_asked(pytester_xp):
+    """Issue 28, 12: a name whose start never got as far as its state showed as a DEAD row."""
+    (pytester_xp.path / ".xprocess" / "never").mkdir(parents=True, mode=0o700)
+    os.chmod(pytester_xp.path / ".xprocess", 0o700)
+    listed = pytester_xp.runpytest_subprocess("--xshow")
+    assert listed.ret == 0
+    assert listed.stdout.lines[-1].startswith("no processes recorded in "), listed.stdout.str()
+    asked = pytester_xp.runpytest_subprocess("--xshow", "never")
+    asked.stdout.fnmatch_lines(["never *DEAD *- *"])
 
 
 def test_xshow_escapes_control_characters_in_commands(xp):
     # sh -c SCRIPT ARG0 ARG1: the arguments ride along, short enough to show whole
     xp.ensure("esc", starter("", args=["sh", "-c", "echo ready; exec sleep 600", "red \x1b[31m", "two\nlines"]))
-    lines = _show([xp.getinfo("esc")])
+    lines = _show([xp.getinfo("esc")], {})
     command = next(line for line in lines if line.startswith("    $ "))
     assert "\x1b" not in command and "\n" not in command
     assert "red \\x1b[31m" in command and "two\\nlines" in command
@@ -100,7 +117,7 @@ def test_xforget_removes_dead_records_only(pytester_xp):
 
     every = pytester_xp.runpytest_subprocess("--xforget")
     assert every.ret == 0
-    every.stdout.fnmatch_lines(["gone FORGOTTEN", f"srv kept: it is LIVE (pid {pid})"])
+    every.stdout.fnmatch_lines(["gone FORGOTTEN", f"srv KEPT: it is LIVE (pid {pid})"])
     assert not (controldir / "gone").exists() and (controldir / "srv").is_dir()
 
     pytester_xp.runpytest_subprocess("--xkill", "srv").stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
@@ -210,6 +227,112 @@ def test_xshow_and_xkill(project):
     again.stdout.fnmatch_lines([f"{pid} srv NO PROCESS FOUND"])
 
 
+@pytest.mark.skipif(not xprocess._PROC_FS, reason="a removed log is seen through /proc/<pid>/fd only (Linux)")
+@pytest.mark.parametrize("named", [False, True])
+def test_xshow_and_xkill_find_what_a_removed_state_directory_left(project, named):
+    """Issue 28, 6: after ``git clean -xdf`` both said "no processes recorded" while the servers
+    ran. They find them by their logs (held open, removed) as the next ensure() would."""
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+    pid = recorded_pid(project)
+    shutil.rmtree(project.path / ".xprocess")
+    names = ("srv",) if named else ()
+    show = project.runpytest_subprocess("--xshow", *names)
+    assert show.ret == 0
+    show.stdout.fnmatch_lines(
+        [
+            "NAME *STATUS *PID *",
+            f"srv *LIVE *{pid} *",
+            f"    its record is gone (*.xprocess/srv was removed); found by its log or marker: pid {pid}",
+            "    stop it: pytest --xkill srv *",
+        ]
+    )
+    assert alive(pid)
+    kill = project.runpytest_subprocess("--xkill", *names)
+    assert kill.ret == 0
+    kill.stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
+    assert not alive(pid)
+    again = project.runpytest_subprocess("--xshow", *names)
+    if named:
+        again.stderr.fnmatch_lines(["xprocess: no process recorded as 'srv' in *"])
+    else:
+        again.stdout.fnmatch_lines(["no processes recorded in *.xprocess"])
+
+
+def test_what_another_projects_removed_state_left_is_not_listed_or_stopped(pytester_xp):
+    """The logs looked for are this project's: another one, lost too, keeps its server."""
+    other = pytester_xp.mkdir("other")
+    (other / "pytest.ini").write_text("[pytest]\n")
+    (other / "conftest.py").write_text(conftest_source(None))
+    (other / "test_a.py").write_text("def test_a(srv):\n    pass\n")
+    pytester_xp.makeconftest(conftest_source(None))
+    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
+    theirs = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=other, capture_output=True, text=True)
+    assert theirs.returncode == 0, theirs.stdout
+    pid = XProcessInfo(other / ".xprocess", "srv").pid
+    try:
+        shutil.rmtree(other / ".xprocess")
+        for option in ("--xshow", "--xkill"):
+            result = pytester_xp.runpytest_subprocess(option)
+            assert result.ret == 0
+            result.stdout.fnmatch_lines(["no processes recorded in *.xprocess"])
+            assert str(pid) not in result.stdout.str()
+        assert alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_wait_for_another_sessions_start_is_told_at_once_naming_it(pytester_xp):
+    """Issue 28, 9: a wait for another session was silent until its timeout ended."""
+    sleeper_project(pytester_xp, extra="timeout = 2")
+    control = pytester_xp.path / ".xprocess" / "srv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import fcntl, os, sys, time\n"
+            f"os.makedirs({str(control)!r}, mode=0o700)\n"
+            f"fd = os.open({str(control / 'lock')!r}, os.O_RDONLY | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)\n"
+        )],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = pytester_xp.runpytest_subprocess()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    result.assert_outcomes(errors=1)
+    lines = result.stdout.lines
+    told = [i for i, line in enumerate(lines) if line.startswith("xprocess: 'srv' is being started by ")]
+    assert len(told) == 1, result.stdout.str()
+    who = f"pid {holder.pid}: {sys.executable} -c " if xprocess._PROC_FS else "another session"  # /proc/locks
+    assert lines[told[0]].startswith(f"xprocess: 'srv' is being started by {who}")
+    assert lines[told[0]].endswith(": waiting, at most the starter's timeout of 2 s")
+    errors = [i for i, line in enumerate(lines) if "another session held" in line]
+    assert errors and told[0] < errors[0]  # told before the error, not with it
+
+
+def test_a_start_after_a_stop_on_purpose_is_a_start_and_after_a_lost_record_says_what_it_stopped(project):
+    """Issue 28, 11: "restarted (it had stopped)" followed a deliberate --xkill or terminate(),
+    and a start that first stopped what a removed record left said nothing of it."""
+    project.runpytest_subprocess().stdout.fnmatch_lines(["srv: started in * s"])
+    assert project.runpytest_subprocess("--xkill").ret == 0
+    again = project.runpytest_subprocess()
+    again.stdout.fnmatch_lines(["srv: started in * s"])
+    assert "restarted" not in again.stdout.str()
+    XProcessInfo(project.path / ".xprocess", "srv").terminate()
+    project.runpytest_subprocess().stdout.fnmatch_lines(["srv: started in * s"])
+    os.kill(recorded_pid(project), signal.SIGKILL)  # not on purpose: a crash between runs
+    project.runpytest_subprocess().stdout.fnmatch_lines(["srv: restarted in * s (it had stopped)"])
+    pid = recorded_pid(project)
+    shutil.rmtree(project.path / ".xprocess")
+    lost = project.runpytest_subprocess()
+    said = "srv: restarted in * s (its record was gone: what it left running was found and stopped)"
+    lost.stdout.fnmatch_lines([said])
+    assert not alive(pid)
+
+
 @pytest.mark.parametrize("option", ["--xshow", "--xkill"])
 def test_unknown_name_is_an_error_not_a_traceback(project, option):
     project.runpytest_subprocess().assert_outcomes(passed=1)
@@ -247,6 +370,25 @@ def test_stop_switch_and_its_precedence(project, monkeypatch, args, env, ini, st
     assert alive(recorded_pid(project)) is not stops
     if stops:
         result.stdout.fnmatch_lines(["srv: started in * s, terminated at end"])
+    says = (
+        "processes are stopped at the end of the session (the stop switch is on)"
+        if stops
+        else "processes keep running for the next run (--xstop stops them at the end)"
+    )
+    header = [line for line in result.stdout.lines if line.startswith("xprocess: ")]
+    assert header == [f"xprocess: state in {project.path / '.xprocess'}; {says}"]
+
+
+def test_the_header_says_where_the_state_is_and_why_when_pytest_found_no_config_file(pytester):
+    """Issue 28, 5: without a config file the rootdir, so .xprocess, follows where pytest runs."""
+    (pytester.path / "sub").mkdir()
+    (pytester.path / "sub" / "test_a.py").write_text("def test_a():\n    pass\n")
+    result = pytester.runpytest_subprocess("sub")
+    result.assert_outcomes(passed=1)
+    header = [line for line in result.stdout.lines if line.startswith("xprocess: ")]
+    assert len(header) == 1 and header[0].startswith(f"xprocess: state in {pytester.path / '.xprocess'} ")
+    assert "(pytest found no config file, so this depends on where it runs: add a pytest.ini at the root)" in header[0]
+    assert not (pytester.path / ".xprocess").exists()  # nothing made by a run that ensured nothing
 
 
 def test_bad_stop_environment_is_a_usage_error(project, monkeypatch):

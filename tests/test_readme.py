@@ -56,6 +56,7 @@ INSTALL_COMMANDS = {
     "pip wheel --no-deps --wheel-dir dist .",
     "pip install dist/xprocess-0.3.0-py3-none-any.whl",
     'pip install "git+file://$PWD"',
+    ".venv/bin/python -m pip install ../xprocess",
 }
 SCRIPT_COMMANDS = {"bash examples/run", "bash tests/run", "bash tests/run --all"}
 
@@ -232,7 +233,7 @@ def test_project(
     names = sorted(p.name for p in statedir.iterdir() if p.is_dir())
     assert names, first.stdout.str()
     for name in names:
-        first.stdout.fnmatch_lines([f"{name}: started in * s"])
+        first.stdout.fnmatch_lines([f"{name}: started in * s*"])  # (after the time in its starter: initdb)
     pids = {name: XProcessInfo(statedir, name).pid for name in names}
     assert all(XProcessInfo(statedir, name).isrunning() for name in names)
 
@@ -245,6 +246,23 @@ def test_project(
     assert killed.ret == 0, killed.stdout.str()
     killed.stdout.fnmatch_lines([f"{pids[name]} {name} TERMINATED" for name in names])
     assert not any(XProcessInfo(statedir, name).isrunning() for name in names)
+
+
+def test_an_edit_of_the_nginx_recipes_template_restarts_nginx(pytester_xp: pytest.Pytester) -> None:
+    """Issue 28, 2: the recipe wrote its configuration inside ``args`` and declared no file, so an
+    edited template was not noticed and the old nginx was reused. It names the file it writes."""
+    need_server("nginx")
+    files = write_project(pytester_xp, "nginx")
+    run(pytester_xp).assert_outcomes(passed=1)
+    pid = XProcessInfo(pytester_xp.path / ".xprocess", "nginx").pid
+    for name in ("conftest.py", "test_nginx.py"):
+        edited = files[name].replace("hello from nginx", "hello again")
+        assert edited != files[name]
+        (pytester_xp.path / name).write_text(edited, encoding="utf-8")
+    again = run(pytester_xp)
+    again.assert_outcomes(passed=1)  # the new configuration answers
+    again.stdout.fnmatch_lines(["nginx: restarted in * s (its configuration changed (config file */nginx.conf))"])
+    assert XProcessInfo(pytester_xp.path / ".xprocess", "nginx").pid != pid
 
 
 # --- what the README shows is what pytest prints ---
@@ -289,8 +307,9 @@ def test_readme_output(pytester_xp: pytest.Pytester) -> None:
 
 
 def test_install_commands(tmp_path: Path) -> None:
-    """``pip wheel`` from the checkout makes the wheel the README installs, and the git URL
-    builds (what ``pip install .`` and ``pip install "git+file://$PWD"`` install)."""
+    """``pip wheel`` from the checkout makes the wheel the README installs, and the git URL and
+    the path from a project beside the checkout build it (what ``pip install .``, ``pip install
+    "git+file://$PWD"`` and ``pip install ../xprocess`` install)."""
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("not a git checkout")
     isolation = ["--no-build-isolation"] if _has("setuptools") and _has("wheel") else []
@@ -300,6 +319,12 @@ def test_install_commands(tmp_path: Path) -> None:
     assert (tmp_path / wheel).exists(), sorted(p.name for p in (tmp_path / "dist").iterdir())
     subprocess.run([*pip, "--wheel-dir", str(tmp_path / "git"), f"git+file://{ROOT}"], check=True, timeout=300)
     assert [p.name for p in (tmp_path / "git").iterdir()] == [Path(wheel).name]
+    # from one's own project, the checkout beside it: the path as given there builds the same wheel
+    (tmp_path / "xprocess").symlink_to(ROOT)
+    (tmp_path / "project").mkdir()
+    outside = [*pip, "--wheel-dir", str(tmp_path / "outside"), "../xprocess"]
+    subprocess.run(outside, cwd=tmp_path / "project", check=True, timeout=300)
+    assert [p.name for p in (tmp_path / "outside").iterdir()] == [Path(wheel).name]
 
 
 def _has(module: str) -> bool:
@@ -334,7 +359,10 @@ PLACEHOLDERS = [
 _PLACEHOLDER = re.compile("|".join(f"(?:{p})" for p in PLACEHOLDERS))
 
 # quoted under Troubleshooting, but the words of another program
-FOREIGN = {"fixture 'xprocess' not found": "pytest's error for a fixture no plugin provides"}
+FOREIGN = {
+    "fixture 'xprocess' not found": "pytest's error for a fixture no plugin provides",
+    "AttributeError: 'HttpServer' object has no attribute 'port'": "Python's, with pytest-xprocess's ProcessStarter",
+}
 
 _NAME = re.compile(r"[\w.]+\(\)|--[\w-]+")  # ``ensure()``, ``--xstop`` in the prose: names, not messages
 _WARNING = re.compile(r"(\w+): ")  # how pytest shows a warning: "XProcessWarning: <message>"

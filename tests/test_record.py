@@ -9,6 +9,7 @@ import os
 import pytest
 from conftest import (
     SLEEPER,
+    Good,
     alive,
     make_project,
     ours_still_running,
@@ -128,3 +129,17 @@ def test_xkill_ends_a_server_whose_state_is_garbage(project):
     kill.stdout.fnmatch_lines(["- srv TERMINATED"])
     kill.stderr.fnmatch_lines(["*state.jsonl is not valid JSON lines*"])
     assert not alive(pid)
+
+
+def test_a_stop_on_purpose_is_noted_only_in_the_state_of_the_start_it_stopped(xp):
+    """The note that makes the next start a start, not "restarted (it had stopped)", goes to the
+    state of the start it stopped: not to one another session wrote since."""
+    info = xp.getinfo("srv")
+    xp.ensure("srv", Good)
+    old = xprocess._Recorded.read(info)
+    xp.ensure("srv", Good, restart=True)  # the file is replaced by the new start's
+    xprocess._mark_stopped(old, "--xkill")
+    assert xprocess._read_state(info.statepath).stopped is None
+    xprocess._mark_stopped(xprocess._Recorded.read(info), "--xkill")
+    assert xprocess._read_state(info.statepath).stopped == "--xkill"
+    assert info.terminate() == 1

@@ -379,6 +379,63 @@ def test_a_failed_start_then_a_good_one_in_the_same_session_shows_both(pytester_
     )
 
 
+def test_a_start_that_failed_in_another_worker_is_reported_by_the_waiting_one_not_tried_again(pytester_xp):
+    """Issue 28, 8: the worker that waited for another's failed start tried again on what time was
+    left ("not ready after its timeout ... waited: 0.00 s"). It says the other start failed, and
+    quotes the log that says why; the server was started once."""
+    starts = pytester_xp.path / "starts"
+    code = (
+        f"import sys, time; open({str(starts)!r}, 'a').write('x')\n"
+        "print('boom', flush=True); time.sleep(3); sys.exit(3)"
+    )
+    sleeper_project(pytester_xp, code=code, extra="timeout = 30")  # its one test, run by each worker at once
+    result = pytester_xp.runpytest_subprocess("-n", "2", "--dist", "each")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert out.count("ProcessExitedError: xprocess 'srv' exited with code 3 before it was ready") == 1, out
+    waiting = out.split("xprocess.XProcessError: xprocess 'srv' was not started: another session started it while ")
+    assert len(waiting) == 2 and waiting[1].startswith("this one waited, and that start failed"), out
+    assert "last line of the log:" in waiting[1] and "boom" in waiting[1].split("ERROR")[0], out
+    assert starts.read_text() == "x"
+
+
+def test_a_ctrl_c_landing_inside_the_plugin_is_shown_at_the_callers_line(pytester_xp):
+    """Where the interrupt lands is chance: here it lands, each time, in the plugin's reading of
+    the log (a trace hook raises it there, as a SIGINT arriving at that moment would)."""
+    pytester_xp.makeconftest(textwrap.dedent("""
+        import sys, pytest
+        from xprocess import ProcessStarter
+
+        class Starter(ProcessStarter):
+            pattern = "ready"
+            args = [sys.executable, "-c", "import time; time.sleep(600)"]
+            terminate_on_interrupt = True
+
+        def interrupt(frame, event, arg):
+            __tracebackhide__ = True  # it stands in for a signal, which has no frame of its own
+            code = frame.f_code
+            if event == "call" and code.co_name == "lines" and code.co_filename.endswith("xprocess.py"):
+                sys.settrace(None)
+                raise KeyboardInterrupt
+            return None
+
+        @pytest.fixture
+        def srv(xprocess):
+            sys.settrace(interrupt)
+            try:
+                return xprocess.ensure("srv", Starter)
+            finally:
+                sys.settrace(None)
+    """))
+    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
+    result = pytester_xp.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert [line for line in out.splitlines() if line.startswith("srv:")] == ["srv: interrupted during its start"], out
+    crash = [line for line in out.splitlines() if line.endswith(": KeyboardInterrupt")]
+    assert len(crash) == 1 and "conftest.py:" in crash[0], out
+
+
 def test_ctrl_c_during_a_start_reads_as_one_event(pytester_xp):
     sleeper_project(pytester_xp, code="import time; time.sleep(600)", extra="terminate_on_interrupt = True")
     run = subprocess.Popen(
@@ -416,6 +473,36 @@ def test_a_slow_stop_before_a_restart_is_named_apart_from_the_start(pytester_xp)
     result = pytester_xp.runpytest_subprocess()
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["srv: restarted in *.* s after a *.* s stop (restart=True)"])
+
+
+def test_the_time_a_starter_spends_before_the_spawn_is_named_apart_from_the_start(pytester_xp, monkeypatch):
+    """Issue 28, 11: "postgres: started in 0.06 s" in a run that spent 3.4 s in initdb, which its
+    starter's ``args`` property ran. A second of it is named; a quick starter is not."""
+    pytester_xp.makeconftest(textwrap.dedent("""
+        import os, sys, time, pytest
+        from xprocess import ProcessStarter
+
+        class Starter(ProcessStarter):
+            pattern = "ready"
+
+            @property
+            def args(self):
+                time.sleep(float(os.environ["PREPARE"]))  # the work of an initdb
+                return [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"]
+
+        @pytest.fixture
+        def srv(xprocess):
+            return xprocess.ensure("srv", Starter)
+    """))
+    pytester_xp.makepyfile("def test_a(srv):\n    pass\n")
+    monkeypatch.setenv("PREPARE", "1.2")
+    slow = pytester_xp.runpytest_subprocess()
+    slow.stdout.fnmatch_lines(["srv: started in *.* s after 1.* s in its starter"])
+    assert pytester_xp.runpytest_subprocess("--xkill").ret == 0
+    monkeypatch.setenv("PREPARE", "0")
+    quick = pytester_xp.runpytest_subprocess()
+    quick.stdout.fnmatch_lines(["srv: started in *.* s"])
+    assert "in its starter" not in quick.stdout.str()
 
 
 def test_a_long_session_still_stops_and_reports_a_name_first_used_late(pytester_xp):

@@ -241,6 +241,9 @@ def test_a_restart_that_times_out_names_the_holder_and_stops_nothing(sessions):
         assert "xprocess 'srv' was not restarted: it is in use by another session (pid " in a.stdout
         assert f"pid {b.pid}: " in a.stdout and "test_long.py" in a.stdout
         assert "pytest --xkill srv" in a.stdout
+        told = [line for line in a.stdout.splitlines() if line.startswith("xprocess: 'srv' is to be restarted")]
+        assert len(told) == 1 and f"in use by pid {b.pid}: " in told[0], a.stdout  # at once, not at the timeout
+        assert told[0].endswith(": waiting for it to end, at most the starter's timeout of 1 s"), a.stdout
         assert alive(pid)
     finally:
         code, out = finish_b(sessions.path, b)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -51,6 +52,23 @@ def test_a_reader_past_its_deadline_stops_after_one_chunk(tmp_path):
     finally:
         reader.close()
     assert 0 < lines <= xprocess._CHUNK // 8
+
+
+def test_a_reader_past_its_deadline_inside_an_overlong_line_stops_after_one_chunk(tmp_path, monkeypatch):
+    """A child writing one endless line (no newline ever) must not hold the wait past the timeout
+    either: the skip to an overlong line's end stops at the deadline too."""
+    monkeypatch.setattr(xprocess, "_CHUNK", 16)
+    monkeypatch.setattr(xprocess, "_MAX_LINE", 8)
+    log = tmp_path / "log"
+    log.write_bytes(b"x" * 4096)
+    reader = xprocess._LogLines(log, deadline=0.0)  # the deadline has passed
+    try:
+        for _ in range(2):  # the first read makes it an overlong line; the second skips inside it
+            assert list(reader.lines()) == []
+        consumed = reader.partial()[1]
+    finally:
+        reader.close()
+    assert consumed == 2 * 16
 
 
 def test_a_chatty_child_still_times_out(xp):
@@ -332,6 +350,7 @@ def test_timeout_is_a_timeout_error_and_explains_an_empty_log(xp):
         xp.ensure("silent", starter("import time; time.sleep(600)", timeout=0.3))
     assert isinstance(excinfo.value, StartupTimeoutError)
     assert "buffering" in str(excinfo.value) and "timeout of 0.3 s" in str(excinfo.value)
+    assert str(excinfo.value).endswith("hint: if it is only slow to get ready, raise the starter's timeout (now 0.3 s)")
     assert not alive(xp.getinfo("silent").pid)
 
 
@@ -522,6 +541,65 @@ def test_a_busy_kept_port_taken_by_our_own_server_is_not_blamed(xp):
     assert "hint: port" not in str(excinfo.value)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the holder is found in /proc")
+def test_a_server_of_this_start_on_its_port_whose_marker_is_gone_is_named_as_its_own(xp):
+    """Issue 28, 7: a misspelled pattern named the very server started for the name as the holder
+    of its port (redis rewrites its process title over its environment, marker and all). Here the
+    server execs itself with an empty environment: the hint says it is its own, and that it runs."""
+    listen = (
+        "import socket, sys, time\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
+        "print('Ready to accept connections', flush=True); time.sleep(600)\n"
+    )
+    code = "import os, sys; os.execve(sys.executable, [sys.executable, '-c', sys.argv[1], sys.argv[2]], {})"
+
+    class Misspelled(starter("", pattern="ready to accept", timeout=1)):  # type: ignore[misc]
+        @property
+        def args(self):
+            return [*py(code), listen, str(self.port)]
+
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure("redisish", Misspelled)
+    message = str(excinfo.value)
+    assert "hint: port" not in message
+    assert re.search(r"hint: its own process \(pid \d+\) listens on port \d+: it runs", message), message
+    assert "no line of its log matched the pattern" in message
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the holder is found in /proc")
+def test_a_daemon_with_the_names_marker_on_its_port_is_said_to_be_stopped_with_the_start_and_is(xp, tmp_path):
+    """The daemon a start left, in a session of its own, writing nowhere, but with the marker in
+    its environment: the hint names it as started for the name, and says it is stopped with the
+    start; it is."""
+    pidfile = tmp_path / "daemon.pid"
+    code = (
+        "import os, socket, sys, time\n"
+        "if os.fork():\n"
+        f"    while not os.path.exists({str(pidfile)!r}): time.sleep(0.01)\n"
+        "    print('went into the background', flush=True); os._exit(0)\n"
+        "os.setsid()\n"
+        "null = os.open(os.devnull, os.O_RDWR)\n"
+        "for fd in (0, 1, 2): os.dup2(null, fd)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
+        f"open({str(pidfile)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
+        f"os.rename({str(pidfile)!r} + '.tmp', {str(pidfile)!r})\n"
+        "time.sleep(600)\n"
+    )
+
+    class Daemon(starter("", pattern="ready", timeout=30)):  # type: ignore[misc]
+        @property
+        def args(self):
+            return [*py(code), str(self.port)]
+
+    with pytest.raises(ProcessExitedError, match="exited with code 0 before it was ready") as excinfo:
+        xp.ensure("daemon", Daemon)
+    daemon = int(pidfile.read_text())
+    assert f"was held by pid {daemon}, started for 'daemon' (it has its marker): it is stopped with the rest" in str(
+        excinfo.value
+    )
+    assert not alive(daemon)
+
+
 def test_child_processes_are_in_their_own_session(project):
     project.runpytest_subprocess().assert_outcomes(passed=1)
     pid = recorded_pid(project)
@@ -582,6 +660,9 @@ def test_a_daemonizing_server_whose_check_passes_is_a_failed_start_naming_the_da
         daemon = int(pidfile.read_text())
         assert "went into the background (daemonized)" in str(e.value)
         assert f"is in use by pid {daemon}" in str(e.value)
+        # issue 28, 10: the daemon is left running (nothing proves it ours): the message says so, and how to stop it
+        assert f"so it keeps running: stop it yourself (kill {daemon})" in str(e.value)
+        assert alive(daemon)
     finally:
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), 9)

@@ -123,7 +123,7 @@ def test_servers_survive_a_wiped_state_directory_one_each_afterwards(project, wi
     assert second.returncode == 0, second.stdout + second.stderr
     assert "4 passed" in second.stdout
     for name in NAMES:
-        assert f"{name}: started in" in second.stdout, second.stdout
+        assert f"{name}: restarted in" in second.stdout and "(its record was gone: " in second.stdout, second.stdout
         assert not any(alive(pid) for pid in old[name]), (name, old[name])
         new = XProcessInfo(project / ".xprocess", name).pid
         assert writing_to_logs_of(project, name)[:1] and new in writing_to_logs_of(project, name)
