@@ -41,7 +41,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 try:  # imported here, not when first needed: at the descriptor limit that import fails (3.9: a .so)
     import fcntl
@@ -110,6 +110,7 @@ _OWNED_POPEN_KWARGS = frozenset({"args", "stdout", "stderr", "shell", "env", "st
 # The kinds of record a session keeps of each name it uses (§10).
 _REUSED, _STARTING, _STARTED, _RESTARTED = "reused", "starting", "started", "restarted"
 _FAILED, _INTERRUPTED, _DIED, _TERMINATED = "failed", "interrupted", "died", "terminated"
+_STOPPED_BY = "stopped by"  # another session or command stopped it on purpose, during a test of this one
 # Why a recorded process is not ours (any more): what _owned answers besides the process.
 _NOTHING = "nothing was recorded"
 _STOPPED = "it had stopped"
@@ -634,6 +635,13 @@ def _choose_port(control_dir: Path, process: Any) -> int:
     if control_dir.is_dir():
         with contextlib.suppress(OSError):
             _write_private(path, str(port).encode())
+    if kept is not None and isinstance(process, XProcess):  # a daemon an earlier start left, often
+        holders = (
+            "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept)) or "by whom, this user cannot see"
+        )
+        process._tell(
+            f"xprocess: port {kept}, kept for {control_dir.name!r}, is in use ({holders}): it gets port {port}"
+        )
     return port
 
 
@@ -1199,11 +1207,13 @@ def _failure(
     if tail:
         lines.append(f"  last {len(tail)} lines of the log:" if len(tail) > 1 else "  last line of the log:")
         lines.extend("    " + line for line in tail)
-    else:
+    elif exitcode is None:
         lines.append(
             "  the log is empty: if the process does print its ready line, it may be buffering its "
             "output (Python: PYTHONUNBUFFERED=1 or print(..., flush=True); C programs: stdbuf -oL)"
         )
+    else:  # nothing to flush: it wrote nothing, or wrote elsewhere (a daemon's log file)
+        lines.append("  the log is empty: it wrote nothing to it before it exited")
     hints = _hints(info, spec, exitcode, tail, pid)
     if cls is StartupTimeoutError:
         hints.append(f"if it is only slow to get ready, raise the starter's timeout (now {spec.timeout:g} s)")
@@ -1417,6 +1427,14 @@ def _mark_stopped(recorded: _Recorded, how: str) -> None:
                 state.stopped = how
         finally:
             os.close(fd)
+
+
+def _stopped_on_purpose(info: XProcessInfo, pid: int) -> str:
+    """How the process ``pid`` was stopped on purpose, as its state notes (``_mark_stopped``), or ""."""
+    with warnings.catch_warnings():  # a state that cannot be trusted is warned about where it is used
+        warnings.simplefilter("ignore")
+        state = _read_state(info.statepath)
+    return state.stopped if state is not None and state.pid == pid and isinstance(state.stopped, str) else ""
 
 
 def _warn(message: str) -> None:
@@ -2163,8 +2181,21 @@ def _lock_out(logs: Mapping[tuple[int, int], Sequence[str]], own: int | None) ->
 
 def _describe_holders(ident: tuple[int, ...]) -> str:
     """Who holds a lease on the log ``ident``: pid and command line of each, for a message."""
-    described = [f"pid {pid}: {_OS.cmdline(pid)[:120] or '?'}" for pid in _OS.lock_holders(ident)]
+    described = [f"pid {pid}: {_command(pid)}" for pid in _OS.lock_holders(ident)]
     return "; ".join(described) or "another session"
+
+
+_XDIST_WORKER = " -c import sys;exec(eval(sys.stdin.readline()))"  # how execnet starts a pytest-xdist worker
+
+
+def _command(pid: int) -> str:
+    """``pid``'s command line, cut for a message; an xdist worker's says only how execnet runs it:
+    its controller's is told."""
+    cmd = _OS.cmdline(pid)
+    proc = _OS.proc(pid) if cmd.endswith(_XDIST_WORKER) else None
+    if proc is not None:
+        return f"an xdist worker of pid {proc.ppid}: {_OS.cmdline(proc.ppid)[:120] or '?'}"
+    return cmd[:120] or "?"
 
 
 # Who may stop what: the one place that says it. Per policy, the name's start lock, and a lease
@@ -2313,7 +2344,8 @@ class XProcessInfo:
 
 
 class _Ensured(tuple):  # type: ignore[type-arg]
-    """``(pid, logpath)`` with ``.match``, ``.port`` and a ``.logfile`` opened on first use."""
+    """``(pid, logpath)``, also as ``.pid`` and ``.logpath``, with ``.match``, ``.port`` and a
+    ``.logfile`` opened on first use."""
 
     match: re.Match[str] | None
     port: int | None
@@ -2323,6 +2355,14 @@ class _Ensured(tuple):  # type: ignore[type-arg]
         self = super().__new__(cls, (pid, logpath))
         self.match, self.port, self._logfile = match, port, logfile
         return self
+
+    @property
+    def pid(self) -> int:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def logpath(self) -> Path:
+        return self[1]  # type: ignore[no-any-return]
 
     @property
     def logfile(self) -> IO[str]:
@@ -2344,24 +2384,24 @@ class _CrashWatch:
 
     def __init__(self) -> None:
         self._poll = select.poll()
-        # name -> (process, pid, pidfd, its Popen if it is this process's child, log)
-        self._watched: dict[str, tuple[_Proc | None, int, int | None, Any, Path]] = {}
+        # name -> (process, pid, pidfd, its Popen if it is this process's child, its files)
+        self._watched: dict[str, tuple[_Proc | None, int, int | None, Any, XProcessInfo]] = {}
         self._names: dict[int, str] = {}  # pidfd -> name
-        self._sections: list[tuple[str, str, str]] = []  # (test, title, log tail) not yet in a report
+        self._sections: list[tuple[str, str, str, str]] = []  # (test, name, title, log tail) not yet reported
         self.died: dict[str, str] = {}  # name -> the test it died during, until it is started again
 
     def pid(self, name: str) -> int | None:
         entry = self._watched.get(name)
         return entry[1] if entry else None
 
-    def add(self, name: str, pid: int, popen: subprocess.Popen[bytes] | None, logpath: Path) -> None:
+    def add(self, name: str, pid: int, popen: subprocess.Popen[bytes] | None, info: XProcessInfo) -> None:
         """Watch ``pid`` as ``name``; ``popen`` when it is this process's child (its exit code is known)."""
         self.remove(name)
         self.died.pop(name, None)
         fd = None
         with contextlib.suppress(ValueError):
             fd = _pidfd(pid)
-        self._watched[name] = (_OS.proc(pid), pid, fd, popen, logpath)
+        self._watched[name] = (_OS.proc(pid), pid, fd, popen, info)
         if fd is not None:
             self._names[fd] = name
             self._poll.register(fd, select.POLLIN)
@@ -2375,7 +2415,8 @@ class _CrashWatch:
             os.close(fd)
 
     def look(self, test: str) -> list[dict[str, Any]]:
-        """Stop watching what exited (it died during ``test``); return a summary record of each."""
+        """Stop watching what exited (it died during ``test``, or was stopped on purpose by another
+        session or command, as its state notes); return a summary record of each."""
         if not self._watched:
             return []
         gone = [self._names[fd] for fd, _ in self._poll.poll(0)]
@@ -2383,20 +2424,31 @@ class _CrashWatch:
             gone += [n for n, (proc, _, fd, p, _) in self._watched.items() if fd is None and not _alive(proc, p)]
         records = []
         for name in gone:
-            _, pid, _, popen, logpath = self._watched[name]
+            _, pid, _, popen, info = self._watched[name]
             self.remove(name)
-            self.died[name] = test = test or "the session"
+            test, logpath = test or "the session", info.logpath
+            stopped = _stopped_on_purpose(info, pid)
+            if stopped:  # no crash: nothing to report but when
+                records.append({"name": name, "kind": _STOPPED_BY, "test": test, "how": stopped, "pid": pid})
+                continue
+            self.died[name] = test
             how, short = _how_it_ended(popen)
             _logger.warning("xprocess %r (pid %d) %s during %s", name, pid, how, test)
             tail = "\n".join(line[:_TAIL_WIDTH] for line in _tail(logpath, _TAIL_LINES)) or "(its log is empty)"
-            self._sections.append((test, f"xprocess {name!r} {how}", f"last lines of {logpath}:\n{tail}"))
+            self._sections.append((test, name, f"xprocess {name!r} {how}", f"last lines of {logpath}:\n{tail}"))
             records.append({"name": name, "kind": _DIED, "test": test, "how": short, "pid": pid})
         return records
 
-    def sections(self, test: str) -> list[tuple[str, str]]:
-        """Report sections for the crashes noticed since the last report, for ``test``'s report."""
+    def sections(self, test: str, logged: Collection[str] = ()) -> list[tuple[str, str]]:
+        """Report sections for the crashes noticed since the last report, for ``test``'s report; a
+        name in ``logged`` that died during it has its log shown already: its lines are not repeated."""
         sections, self._sections = self._sections, []
-        return [(f"{title} during {'this test' if t == test else t}", text) for t, title, text in sections]
+        return [
+            (f"{title} during this test", f"its last lines are in the section 'xprocess {name} log'")
+            if t == test and name in logged
+            else (f"{title} during {'this test' if t == test else t}", text)
+            for t, name, title, text in sections
+        ]
 
     def close(self) -> None:
         for name in list(self._watched):
@@ -2517,6 +2569,8 @@ class _Session:
                 kind = record["kind"]
                 if kind == _DIED:  # noticed by each worker using it: once per pid
                     use.setdefault("died", {}).setdefault(str(record["pid"]), f"{record['test']} ({record['how']})")
+                elif kind == _STOPPED_BY:
+                    use.setdefault("stopped", {}).setdefault(str(record["pid"]), (record["how"], record["test"]))
                 elif kind == _TERMINATED:
                     use["terminated"] = record["result"]
                 elif use.get("kind", _REUSED) in (_REUSED, _STARTING):
@@ -2552,7 +2606,7 @@ class _Session:
             self.crash_watch = _CrashWatch()
         if self.crash_watch.pid(info.name) != ensured[0]:
             popen = next((p for p in self._children if p.pid == ensured[0]), None)  # its exit status is ours
-            self.crash_watch.add(info.name, ensured[0], popen, info.logpath)
+            self.crash_watch.add(info.name, ensured[0], popen, info)
         return ensured
 
     def let_go(self, name: str) -> None:
@@ -2598,7 +2652,7 @@ class _Session:
             if recorded.running and recorded.proc is not None and recorded.state is not None:
                 self.hold(info, recorded.proc.pid, recorded.state.log)
                 if self.crash_watch is not None:
-                    self.crash_watch.add(name, recorded.proc.pid, None, info.logpath)
+                    self.crash_watch.add(name, recorded.proc.pid, None, info)
 
     def test_starts(self, nodeid: str) -> None:
         for entry in self._offsets.values():
@@ -2610,14 +2664,15 @@ class _Session:
 
     def sections(self, nodeid: str, failed: bool) -> list[tuple[str, str]]:
         """Test ``nodeid``'s report sections: the logs written during it if it failed, and crashes."""
-        sections = []
+        sections, logged = [], set()
         for name, (path, offset) in self._offsets.items() if failed else ():
             lines = _tail(path, _REPORT_LINES, since=offset, limit=_REPORT_BYTES)
             if lines:
                 sections.append((f"xprocess {name} log", "\n".join(lines)))
+                logged.add(name)
         if self.crash_watch is not None:
             self.notice_crashes()
-            sections += self.crash_watch.sections(nodeid)
+            sections += self.crash_watch.sections(nodeid, logged)
         return sections
 
     def logfile(self, name: str, path: Path, offset: int) -> IO[str]:
@@ -2741,7 +2796,12 @@ class XProcess:
                     return self._session.watch(info, started)
                 except _InUse as busy:  # wait without the lock: sessions that can reuse it still do
                     holders = busy.holders
-            delay = _wait_for_holders(name, holders, deadline, delay, self._tell)
+            try:
+                delay = _wait_for_holders(name, holders, deadline, delay, self._tell)
+            except XProcessError as exc:
+                if spec is not None:  # told in the summary, as a start that failed
+                    self._session.failed(info, spec, exc)
+                raise
 
     def _tell(self, line: str) -> None:
         """Show ``line`` on the terminal now, past pytest's capture (and log it): a wait that would
@@ -3062,7 +3122,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     uses = xp._session.uses()
     if not uses:
         return
-    if all(use.get("kind", _REUSED) == _REUSED and not {"terminated", "died"} & set(use) for use in uses.values()):
+    if all(
+        use.get("kind", _REUSED) == _REUSED and not {"terminated", "died", "stopped"} & set(use)
+        for use in uses.values()
+    ):
         if terminalreporter.verbosity >= 0:  # nothing happened worth a section
             terminalreporter.write_line("xprocess: reused " + ", ".join(_escape(name) for name in sorted(uses)))
         return
@@ -3073,6 +3136,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(f"{_escape(name)}: DIED during {during}")
 
 
+_STOPPED_WORDS = {  # the stops a state notes (_mark_stopped), told in the summary of a session using it
+    _FOR_XKILL: "stopped by --xkill",
+    "terminate()": "stopped by terminate() in another session",
+    _AT_SESSION_END: "stopped at another session's end",
+}
+
+
 def _summary_line(name: str, use: Mapping[str, Any]) -> str:
     """The summary's line for a name: its first start (or reuse), what followed, the stop at the end."""
     line = f"{name}: {_summary_words(use)}"
@@ -3080,6 +3150,8 @@ def _summary_line(name: str, use: Mapping[str, Any]) -> str:
         more = use["more"]
         line += f"; then {'another start' if more == 1 else f'{more} more starts, the last'}: "
         line += _summary_words(use["then"])
+    for how, test in use.get("stopped", {}).values():
+        line += f"; {_STOPPED_WORDS.get(how, 'stopped on purpose')} during {test}"
     done = use.get("terminated")
     ended = use.get("kind") in (_INTERRUPTED, _FAILED)
     if done is not None and not (done == 0 and ended):  # a failed start ended it: nothing to add

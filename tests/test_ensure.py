@@ -32,6 +32,7 @@ def test_starter_reuse_returns_the_same_process(xp):
         "import time; print('booting'); print('ready port=1234', flush=True); time.sleep(600)", pattern=r"port=(\d+)"
     )
     first = xp.ensure("srv", Starter)
+    assert (first.pid, first.logpath) == tuple(first) == (xp.getinfo("srv").pid, xp.getinfo("srv").logpath)
     assert first.match.group(1) == "1234"
     assert first.logfile.read() == ""  # right after the matched line: nothing follows
     second = xp.ensure("srv", Starter)

@@ -281,32 +281,44 @@ def test_what_another_projects_removed_state_left_is_not_listed_or_stopped(pytes
         os.kill(pid, signal.SIGKILL)
 
 
-def test_a_wait_for_another_sessions_start_is_told_at_once_naming_it(pytester_xp):
-    """Issue 28, 9: a wait for another session was silent until its timeout ended."""
+@pytest.mark.parametrize("xdist_worker", [False, True])
+def test_a_wait_for_another_sessions_start_is_told_at_once_naming_it(pytester_xp, xdist_worker):
+    """Issue 28, 9: a wait for another session was silent until its timeout ended. A holder that
+    is an xdist worker is named by its controller's command (its own says only how execnet runs it)."""
     sleeper_project(pytester_xp, extra="timeout = 2")
     control = pytester_xp.path / ".xprocess" / "srv"
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"os.makedirs({str(control)!r}, mode=0o700)\n"
+        f"fd = os.open({str(control / 'lock')!r}, os.O_RDONLY | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)\n"
+    )
+    boot = "import sys;exec(eval(sys.stdin.readline()))"  # how execnet starts a worker
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import fcntl, os, sys, time\n"
-            f"os.makedirs({str(control)!r}, mode=0o700)\n"
-            f"fd = os.open({str(control / 'lock')!r}, os.O_RDONLY | os.O_CREAT, 0o600)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)\n"
-        )],
+        [sys.executable, "-c", boot if xdist_worker else code],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
+        if xdist_worker:
+            holder.stdin.write(repr(code) + "\n")
+            holder.stdin.flush()
         assert holder.stdout.readline() == "held\n"
         result = pytester_xp.runpytest_subprocess()
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
+        holder.stdin.close()
     result.assert_outcomes(errors=1)
     lines = result.stdout.lines
     told = [i for i, line in enumerate(lines) if line.startswith("xprocess: 'srv' is being started by ")]
     assert len(told) == 1, result.stdout.str()
-    who = f"pid {holder.pid}: {sys.executable} -c " if xprocess._PROC_FS else "another session"  # /proc/locks
+    who = f"pid {holder.pid}: {sys.executable} -c "
+    if xdist_worker:
+        who = f"pid {holder.pid}: an xdist worker of pid {os.getpid()}: {xprocess._OS.cmdline(os.getpid())[:60]}"
+    who = who if xprocess._PROC_FS else "another session"  # /proc/locks
     assert lines[told[0]].startswith(f"xprocess: 'srv' is being started by {who}")
     assert lines[told[0]].endswith(": waiting, at most the starter's timeout of 2 s")
     errors = [i for i, line in enumerate(lines) if "another session held" in line]

@@ -186,8 +186,10 @@ def test_a_crash_in_a_failing_test_is_reported_beside_its_log(pytester_xp):
     )
     result = pytester_xp.runpytest_subprocess()
     result.assert_outcomes(failed=1)
-    titles = [title for title, _ in sections(pytester_xp)["test_a.py::test_x"]]
-    assert titles == ["xprocess crashy log", "xprocess 'crashy' was killed by signal 11 (SIGSEGV) during this test"]
+    [(title, log), (crash_title, crash_text)] = sections(pytester_xp)["test_a.py::test_x"]
+    assert title == "xprocess crashy log" and "about to crash" in log
+    assert crash_title == "xprocess 'crashy' was killed by signal 11 (SIGSEGV) during this test"
+    assert crash_text == "its last lines are in the section 'xprocess crashy log'"  # not the same lines again
     result.stdout.fnmatch_lines(["crashy: DIED during test_a.py::test_x (signal 11)"])
 
 
@@ -226,6 +228,27 @@ def test_stopping_on_purpose_is_no_crash(pytester_xp):
     assert sections(pytester_xp) == {}
     assert "DIED" not in result.stdout.str() and "died" not in result.stdout.str()
     result.stdout.fnmatch_lines(["crashy: started in *, terminated at end"])
+
+
+def test_a_stop_by_another_session_is_told_as_a_stop_not_a_crash(pytester_xp):
+    pytester_xp.makeconftest(CRASH_CONFTEST)
+    pytester_xp.makepyfile(
+        test_a="""
+        import subprocess, sys
+        from conftest import wait_dead
+
+        def test_xkill(crashy, xprocess):  # another terminal's --xkill, while this test runs
+            subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--xkill"], check=True)
+            wait_dead(xprocess)
+            assert 0, "the server went away"
+        """
+    )
+    result = pytester_xp.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    assert [title for title, _ in sections(pytester_xp)["test_a.py::test_xkill"]] == ["xprocess crashy log"]
+    stopped = "crashy: started in *; stopped by --xkill during test_a.py::test_xkill"
+    result.stdout.fnmatch_lines(["*= xprocess =*", stopped])
+    assert "DIED" not in result.stdout.str() and "died" not in result.stdout.str()
 
 
 def test_without_pidfd_a_crash_is_found_by_its_pid_and_start(xp, monkeypatch, caplog):
@@ -397,6 +420,7 @@ def test_a_start_that_failed_in_another_worker_is_reported_by_the_waiting_one_no
     assert len(waiting) == 2 and waiting[1].startswith("this one waited, and that start failed"), out
     assert "last line of the log:" in waiting[1] and "boom" in waiting[1].split("ERROR")[0], out
     assert starts.read_text() == "x"
+    result.stdout.fnmatch_lines(["srv: FAILED to start: exited with code 3 before it was ready"])  # told once
 
 
 def test_a_ctrl_c_landing_inside_the_plugin_is_shown_at_the_callers_line(pytester_xp):

@@ -639,7 +639,8 @@ def test_a_starter_that_never_reads_its_port_has_none(xp):
     assert started.port is None and xp.getinfo("noport").port is None
 
 
-def test_a_kept_port_taken_by_someone_else_is_replaced_at_the_next_start(xp):
+def test_a_kept_port_taken_by_someone_else_is_replaced_at_the_next_start_and_told(xp, caplog):
+    """The move is told (issue 28): a daemon an earlier start left keeps its port, silently."""
     first = xp.ensure("http", Http)
     xp.getinfo("http").terminate()
     with socket.socket() as squatter:
@@ -649,6 +650,9 @@ def test_a_kept_port_taken_by_someone_else_is_replaced_at_the_next_start(xp):
         second = xp.ensure("http", Http)
     assert second.port != first.port
     assert xp.getinfo("http").port == second.port
+    [told] = [r.getMessage() for r in caplog.records if "kept for" in r.getMessage()]
+    assert told.startswith(f"xprocess: port {first.port}, kept for 'http', is in use (pid {os.getpid()}: ")
+    assert told.endswith(f"): it gets port {second.port}")
 
 
 def test_port_outside_a_start_is_a_free_port(tmp_path):

@@ -244,6 +244,7 @@ def test_a_restart_that_times_out_names_the_holder_and_stops_nothing(sessions):
         told = [line for line in a.stdout.splitlines() if line.startswith("xprocess: 'srv' is to be restarted")]
         assert len(told) == 1 and f"in use by pid {b.pid}: " in told[0], a.stdout  # at once, not at the timeout
         assert told[0].endswith(": waiting for it to end, at most the starter's timeout of 1 s"), a.stdout
+        assert "srv: FAILED to start: was not restarted: it is in use by another session (pid " in a.stdout
         assert alive(pid)
     finally:
         code, out = finish_b(sessions.path, b)

@@ -662,6 +662,8 @@ def test_a_daemonizing_server_whose_check_passes_is_a_failed_start_naming_the_da
         assert f"is in use by pid {daemon}" in str(e.value)
         # issue 28, 10: the daemon is left running (nothing proves it ours): the message says so, and how to stop it
         assert f"so it keeps running: stop it yourself (kill {daemon})" in str(e.value)
+        assert "the log is empty: it wrote nothing to it before it exited" in str(e.value)
+        assert "buffering" not in str(e.value)  # nothing to flush: it exited
         assert alive(daemon)
     finally:
         if pidfile.exists():
