@@ -23,6 +23,7 @@ import errno
 import functools
 import inspect
 import io
+import itertools
 import json
 import logging
 import os
@@ -266,6 +267,71 @@ class ProcessStarter:
             port = self.__dict__["_port"] = _choose_port(self.control_dir, self.process)
         return port
 
+    # pytest-xprocess 1.x's wait, in the steps its starters override: a starter that overrides
+    # one is waited for through them (``_wait_steps``), one that overrides none by ``_wait_ready``.
+    # While a start waits, ``_waiting`` holds its child, wake-ups and deadline, and ``_max_time``
+    # (what 1.x's own steps read) its deadline.
+    _waiting: tuple[subprocess.Popen[bytes], _Wakeups, _Deadline] | None = None
+
+    def wait(self, log_file: IO[str]) -> bool:
+        """Whether the process became ready: its pattern is in the log (``wait_pattern``), then
+        ``startup_check`` passes (``wait_callback``); False with neither."""
+        check = getattr(self, "startup_check", None)
+        if self.pattern is None and check is None:
+            return False
+        if self.pattern is not None and not self.wait_pattern(log_file):
+            return False
+        return check is None or bool(self.wait_callback())
+
+    def wait_pattern(self, log_file: IO[str]) -> bool:
+        """Whether a line of the log, as ``filter_lines`` lets them through, matches the pattern."""
+        lines = map(self.log_line, self.filter_lines(self.get_lines(log_file)))
+        return any(re.search(self.pattern, line) for line in lines)  # type: ignore[arg-type]
+
+    def wait_callback(self) -> bool:
+        """Whether ``startup_check`` passes before the deadline (``TimeoutError`` after it); False
+        once the process has exited."""
+        popen, wake, deadline = self._waiting or (None, None, _Deadline(self.timeout))
+        delay = 0.01
+        while True:
+            with contextlib.suppress(OSError):
+                if self.startup_check():  # type: ignore[attr-defined]
+                    return True
+            if popen is not None and _exit_status(popen) is not None:
+                return False
+            if deadline.expired():
+                raise TimeoutError(f"startup_check did not pass within {self.timeout:g} s")
+            wake.wait(min(delay, deadline.remaining())) if wake is not None else time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def filter_lines(self, lines: Iterable[str]) -> Iterable[str]:
+        """The lines to search: those not blank, the first ``max_read_lines`` of them (None: all)."""
+        return itertools.islice((line for line in lines if line.strip()), self.max_read_lines)
+
+    def log_line(self, line: str) -> str:
+        """Each line searched, logged at debug level (``XProcess.log``)."""
+        self.process.log.debug(line)
+        return line
+
+    def get_lines(self, log_file: IO[str]) -> Iterator[str]:
+        """The log's lines as they are written, each whole (the last one also once the process
+        exited); they end with the process's exit, or with ``TimeoutError`` at the deadline."""
+        popen, wake, deadline = self._waiting or (None, None, _Deadline(self.timeout))
+        line = ""
+        while True:
+            line += log_file.readline()
+            if line.endswith("\n"):
+                yield line
+                line = ""
+                continue
+            if popen is not None and _exit_status(popen) is not None:
+                line += log_file.read()  # what it wrote before it exited
+                yield from (whole for whole in line.splitlines(keepends=True) if whole)
+                return
+            if deadline.expired():
+                raise TimeoutError(f"the pattern {self.pattern!r} was not in the log within {self.timeout:g} s")
+            wake.wait(deadline.remaining()) if wake is not None else time.sleep(0.01)
+
     def listening(self, port: int | None = None, host: str = "127.0.0.1") -> bool:
         """Whether ``port`` (default :attr:`port`) on ``host`` accepts a TCP connection now."""
         port = self.port if port is None else port
@@ -306,6 +372,9 @@ class ProcessStarter:
             return False
 
 
+_STEPS = ("wait", "wait_pattern", "wait_callback", "filter_lines", "log_line", "get_lines")  # 1.x's
+
+
 # Not a NamedTuple: building one at import compiles each field's annotation, a fifth of this
 # module's import time.
 class _Spec(SimpleNamespace):
@@ -318,6 +387,7 @@ class _Spec(SimpleNamespace):
     deferred: Any  # the starter, when its pattern is a property read after the spawn
     starter: ProcessStarter  # where the port it reads is kept
     check: Callable[[], Any] | None
+    steps: tuple[str, ...]  # the 1.x wait steps the starter overrides: waited for through them
     check_on_reuse: bool
     timeout: float
     max_read_lines: int | None
@@ -354,8 +424,8 @@ class _Spec(SimpleNamespace):
         if self.deferred is None:
             return self
         pattern = _checked_pattern(f"xprocess {name!r}", self.deferred.pattern)
-        if pattern is None and self.check is None:
-            raise TypeError(f"xprocess {name!r}: the starter needs a pattern or a startup_check method")
+        if pattern is None and self.check is None and "wait" not in self.steps:
+            raise TypeError(f"xprocess {name!r}: the starter needs a pattern, a startup_check method or a wait method")
         return _Spec(**{**vars(self), "pattern": pattern})
 
 
@@ -395,8 +465,11 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
     deferred = hasattr(type(value), "__get__") and not isinstance(value, (str, re.Pattern, type(None)))
     pattern = None if deferred else _checked_pattern(where, s.pattern)
     check = getattr(s, "startup_check", None)
-    if pattern is None and not deferred and check is None:
-        raise TypeError(f"{where}: the starter needs a pattern or a startup_check method to know when it is ready")
+    steps = tuple(n for n in _STEPS if getattr(type(s), n) is not getattr(ProcessStarter, n))
+    if pattern is None and not deferred and check is None and "wait" not in steps:
+        raise TypeError(
+            f"{where}: the starter needs a pattern, a startup_check method or a wait method to know when it is ready"
+        )
     timeout, max_lines = s.timeout, s.max_read_lines
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"{where}: timeout must be a positive number of seconds, got {timeout!r}")
@@ -406,7 +479,7 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
     _check_executable(where, kwargs.get("executable", argv[0]), cwd, env)
     return _Spec(
         args=argv, env=env, cwd=cwd, pattern=pattern, deferred=s if deferred else None, starter=s,
-        check=check, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=timeout,
+        check=check, steps=steps, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=timeout,
         max_read_lines=max_lines, popen_kwargs=kwargs, terminate_on_interrupt=bool(s.terminate_on_interrupt),
         config_files=_config_digests(name, s.config_files, process.rootdir),
         requires=_required_starts(name, s.requires, process),
@@ -1182,6 +1255,39 @@ def _wait_ready(
             wake.wait(sleep)
     finally:
         lines.close()
+
+
+def _wait_steps(
+    info: XProcessInfo, spec: _Spec, popen: subprocess.Popen[bytes], wake: _Wakeups, began: float, deadline: _Deadline
+) -> tuple[_Spec, re.Match[str] | None, int]:
+    """Wait as pytest-xprocess 1.x did, through the starter's own steps (it overrides one of
+    :data:`_STEPS`): ready when its ``wait(log_file)`` returns a true value while the process runs."""
+    __tracebackhide__ = True
+    starter = spec.starter
+
+    def failure(cls: type[XProcessError], reason: str, exitcode: int | None = None) -> XProcessError:
+        __tracebackhide__ = True
+        return _failure(cls, info, spec, reason, exitcode, time.monotonic() - began, popen.pid)
+
+    import datetime
+
+    starter._max_time = datetime.datetime.now() + datetime.timedelta(seconds=deadline.remaining())  # type: ignore[attr-defined]
+    starter._waiting = (popen, wake, deadline)
+    try:
+        with open(info.logpath, errors="surrogateescape") as log_file:
+            ready = starter.wait(log_file)
+    except TimeoutError as exc:  # what 1.x's steps raise at their deadline
+        if isinstance(exc, XProcessError):
+            raise
+        raise failure(StartupTimeoutError, f"was not ready after its timeout of {spec.timeout:g} s ({exc})") from exc
+    finally:
+        starter._waiting = None
+    exitcode = _exit_status(popen)
+    if exitcode is not None:
+        raise failure(ProcessExitedError, f"exited with code {exitcode} before it was ready", exitcode)
+    if not ready:
+        raise failure(XProcessError, f"was not ready: the starter's wait() returned {ready!r}")
+    return spec, None, info.logpath.stat().st_size
 
 
 def _failure(
@@ -2263,6 +2369,144 @@ def _lock_now(info: XProcessInfo, held: list[int]) -> None:
 # value ensure() returns.
 
 _UNSET: Any = object()
+_PosixPath: Any = type(Path())  # pathlib.Path itself cannot be subclassed before Python 3.12
+_WARNED: set[str] = set()  # the py.path.local names used so far: each is warned about once
+
+
+def _py_path(name: str, instead: str) -> None:
+    """Warn, once per name, that a py.path.local method or attribute of a path was used."""
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(
+            f"{name} is py.path.local's (pytest-xprocess handed those out); xprocess's paths are pathlib.Path: "
+            f"use {instead}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+
+
+class _Path1x(_PosixPath):  # type: ignore[misc]
+    """A ``pathlib.Path`` that also answers the ``py.path.local`` methods suites written for
+    pytest-xprocess call on the paths it hands out, each with a ``DeprecationWarning`` naming the
+    pathlib way. Like py.path.local, it takes attribute assignments (it has a ``__dict__``)."""
+
+    def join(self, *parts: str) -> _Path1x:
+        _py_path("join()", "path / 'name' or path.joinpath(...)")
+        return self.joinpath(*parts)  # type: ignore[no-any-return]
+
+    def check(self, **kinds: Any) -> bool:
+        """``check()``, ``check(file=1)``, ``check(dir=0)``, ``check(link=1)``, ``check(exists=1)``."""
+        _py_path("check()", "path.exists(), path.is_file(), path.is_dir() or path.is_symlink()")
+        tests = {"exists": self.exists, "file": self.is_file, "dir": self.is_dir, "link": self.is_symlink}
+        if set(kinds) - set(tests):
+            raise TypeError(f"check() takes {', '.join(tests)}, got {', '.join(sorted(kinds))}")
+        return all(bool(tests[kind]()) == bool(want) for kind, want in (kinds or {"exists": 1}).items())
+
+    def size(self) -> int:
+        _py_path("size()", "path.stat().st_size")
+        return self.stat().st_size  # type: ignore[no-any-return]
+
+    def mtime(self) -> float:
+        _py_path("mtime()", "path.stat().st_mtime")
+        return self.stat().st_mtime  # type: ignore[no-any-return]
+
+    def read(self, mode: str = "r") -> Any:
+        _py_path("read()", "path.read_text() or path.read_bytes()")
+        return self.read_bytes() if "b" in mode else self.read_text()
+
+    def read_binary(self) -> bytes:
+        _py_path("read_binary()", "path.read_bytes()")
+        return self.read_bytes()  # type: ignore[no-any-return]
+
+    def readlines(self, cr: bool = True) -> list[str]:
+        _py_path("readlines()", "path.read_text().splitlines()")
+        return self.read_text().splitlines(keepends=bool(cr))  # type: ignore[no-any-return]
+
+    def write(self, data: Any, mode: str = "w", ensure: bool = False) -> None:
+        _py_path("write()", "path.write_text() or path.write_bytes()")
+        if ensure:
+            self.parent.mkdir(parents=True, exist_ok=True)
+        with self.open(mode) as f:
+            f.write(data)
+
+    def write_binary(self, data: bytes, ensure: bool = False) -> None:
+        _py_path("write_binary()", "path.write_bytes()")
+        if ensure:
+            self.parent.mkdir(parents=True, exist_ok=True)
+        self.write_bytes(data)
+
+    def ensure(self, *parts: str, dir: bool = False) -> _Path1x:  # py.path named it dir
+        _py_path("ensure()", "path.mkdir(parents=True, exist_ok=True) or path.touch()")
+        path: _Path1x = self.joinpath(*parts)
+        if dir:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        return path
+
+    def remove(self, rec: bool = True, ignore_errors: bool = False) -> None:
+        _py_path("remove()", "path.unlink(), path.rmdir() or shutil.rmtree(path)")
+        if self.is_dir() and not self.is_symlink():
+            shutil.rmtree(self, ignore_errors=ignore_errors) if rec else self.rmdir()
+        else:
+            self.unlink()
+
+    def dirpath(self, *parts: str) -> _Path1x:
+        _py_path("dirpath()", "path.parent")
+        return self.parent.joinpath(*parts)  # type: ignore[no-any-return]
+
+    def listdir(self) -> list[_Path1x]:
+        _py_path("listdir()", "sorted(path.iterdir())")
+        return sorted(self.iterdir())
+
+    def isdir(self) -> bool:
+        _py_path("isdir()", "path.is_dir()")
+        return self.is_dir()  # type: ignore[no-any-return]
+
+    def isfile(self) -> bool:
+        _py_path("isfile()", "path.is_file()")
+        return self.is_file()  # type: ignore[no-any-return]
+
+    def islink(self) -> bool:
+        _py_path("islink()", "path.is_symlink()")
+        return self.is_symlink()  # type: ignore[no-any-return]
+
+    def realpath(self) -> _Path1x:
+        _py_path("realpath()", "path.resolve()")
+        return self.resolve()  # type: ignore[no-any-return]
+
+    def relto(self, other: os.PathLike[str] | str) -> str:
+        _py_path("relto()", "str(path.relative_to(other))")
+        try:
+            return str(self.relative_to(other))
+        except ValueError:
+            return ""
+
+    @property
+    def strpath(self) -> str:
+        _py_path("strpath", "str(path)")
+        return str(self)
+
+    @property
+    def basename(self) -> str:
+        _py_path("basename", "path.name")
+        return self.name  # type: ignore[no-any-return]
+
+    @property
+    def purebasename(self) -> str:
+        _py_path("purebasename", "path.stem")
+        return self.stem  # type: ignore[no-any-return]
+
+    @property
+    def ext(self) -> str:
+        _py_path("ext", "path.suffix")
+        return self.suffix  # type: ignore[no-any-return]
+
+    @property
+    def dirname(self) -> str:
+        _py_path("dirname", "str(path.parent)")
+        return str(self.parent)
 
 
 class XProcessInfo:
@@ -2270,7 +2514,7 @@ class XProcessInfo:
 
     def __init__(self, path: Path | str, name: str) -> None:
         self.name = _check_name(name)
-        self.controldir = Path(path) / name
+        self.controldir = _Path1x(path, name)
         self.logpath = self.controldir / LOG_NAME
         self.statepath = self.controldir / STATE_NAME
         self._pid = _UNSET
@@ -2731,7 +2975,7 @@ class XProcess:
         kept as :attr:`log` for their own use (default: the ``xprocess`` logger)."""
         self.config = config
         self.log = log if log is not None else _logger
-        self.rootdir = Path(rootdir)
+        self.rootdir = _Path1x(rootdir)
         self.statedir = self.rootdir / STATE_DIR
         self._session = _Session(self.statedir, worker=hasattr(config, "workerinput"))
 
@@ -2888,7 +3132,8 @@ class XProcess:
                 )  # fmt: skip
                 try:
                     _write_state(info.statepath, state)
-                    spec, match, offset = _wait_ready(info, spec, popen, wakeups, began, deadline)
+                    wait = _wait_steps if spec.steps else _wait_ready
+                    spec, match, offset = wait(info, spec, popen, wakeups, began, deadline)
                     state.ready, state.port = True, spec.port()  # a startup_check may have read it
                     state.match = match.string if match else None
                     state.pattern = [spec.pattern.pattern, spec.pattern.flags] if spec.pattern else None

@@ -214,7 +214,7 @@ def _sub(**attrs):
         (_sub(args=[sys.executable, object()]), TypeError, "args items"),
         (_sub(args=["no-such-program-xyz"]), FileNotFoundError, "'no-such-program-xyz' not found on PATH"),
         (_sub(pattern="ready("), ValueError, "invalid pattern 'ready\\('"),
-        (_sub(pattern=None), TypeError, "needs a pattern or a startup_check"),
+        (_sub(pattern=None), TypeError, "needs a pattern, a startup_check method or a wait"),
         (_sub(popen_kwargs={"stdout": None}), ValueError, "may not set stdout"),
         (_sub(popen_kwargs={"shell": True}), ValueError, "may not set shell"),
         (_sub(env={"A": 1}), TypeError, "env must be None or a mapping of str to str"),

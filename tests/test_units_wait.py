@@ -165,7 +165,8 @@ def test_a_pattern_property_that_gives_none_without_a_startup_check_is_an_error_
         def pattern(self):
             return None
 
-    with pytest.raises(TypeError, match="xprocess 'srv': the starter needs a pattern or a startup_check"):
+    needs = "xprocess 'srv': the starter needs a pattern, a startup_check method or a wait"
+    with pytest.raises(TypeError, match=needs):
         xp.ensure("srv", Starter)
     assert not xp.getinfo("srv").isrunning()
 
