@@ -1455,7 +1455,7 @@ def _read_state(path: Path) -> _State | None:
             elif st.st_size > _MAX_STATE:
                 problem = f"is bigger than {_MAX_STATE >> 20} MiB, which xprocess never writes"
             else:
-                text = f.read(_MAX_STATE + 1).decode("utf-8")
+                text = f.read(st.st_size).decode("utf-8")  # (a read of _MAX_STATE allocates it whole)
                 problem = ""
     except FileNotFoundError:
         return None

@@ -317,3 +317,47 @@ def test_a_reader_whose_clock_stands_at_its_deadline_stops_after_one_chunk(tmp_p
         assert [end for _, end in reader.lines()] == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
     finally:
         reader.close()
+
+
+def test_a_reader_whose_clock_stands_at_its_deadline_inside_an_overlong_line_stops_after_one_chunk(
+    tmp_path, monkeypatch
+):
+    """The same instant inside one endless line (no newline ever): the skip to its end stops there too."""
+    monkeypatch.setattr(xprocess, "_CHUNK", 16)
+    monkeypatch.setattr(xprocess, "_MAX_LINE", 8)
+    monkeypatch.setattr(xprocess, "time", SimpleNamespace(monotonic=lambda: 100.0))
+    log = tmp_path / "log"
+    log.write_bytes(b"x" * 4096)
+    reader = xprocess._LogLines(log, deadline=100.0)
+    try:
+        for _ in range(2):  # the first read makes it an overlong line; the second skips inside it
+            assert list(reader.lines()) == []
+        consumed = reader.partial()[1]
+    finally:
+        reader.close()
+    assert consumed == 2 * 16
+
+
+def test_a_port_held_by_the_failed_starts_own_fork_is_no_holder_to_name(xp):
+    """The hints tell a holder of the starter's port apart from the start's own processes by its
+    session (the start's pid leads it): a fork of its own that inherited the listening socket, left
+    when the process exited, is stopped with the start, and named as no holder."""
+
+    class Starter(ProcessStarter):
+        pattern = "never"
+        timeout = 2
+
+        @property
+        def args(self):
+            return py(
+                "import os, socket, sys, time\n"
+                f"s = socket.create_server(('127.0.0.1', {self.port}))\n"
+                "if os.fork() == 0:\n"
+                "    time.sleep(600)\n"  # the fork holds the listening socket
+                "os._exit(3)\n"
+            )
+
+    with pytest.raises(ProcessExitedError) as excinfo:
+        xp.ensure("srv", Starter)
+    assert reason(excinfo) == "exited with code 3 before it was ready"
+    assert "hint:" not in str(excinfo.value), str(excinfo.value)

@@ -32,12 +32,13 @@ from xprocess import (
 )
 
 
-def test_the_old_process_s_grace_period_does_not_eat_the_new_start_s_timeout(xp):
+def test_the_old_process_s_grace_period_does_not_eat_the_new_start_s_timeout(xp, monkeypatch):
+    monkeypatch.setattr(xprocess, "TERMINATE_TIMEOUT", 3.0)  # the grace period, longer than the timeout
     stubborn = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + SLEEPER
-    first = xp.ensure("stubborn", starter(stubborn, timeout=5))[0]
-    # its configuration changes: the old one takes the whole grace period (10 s) to end
+    first = xp.ensure("stubborn", starter(stubborn, timeout=2))[0]
+    # its configuration changes: the old one takes the whole grace period (3 s) to end
     slow_start = "import time; time.sleep(1); print('ready', flush=True); time.sleep(600)"
-    second = xp.ensure("stubborn", starter(slow_start, timeout=5))
+    second = xp.ensure("stubborn", starter(slow_start, timeout=2))
     assert second[0] != first and not alive(first)
     assert second.match is not None
 
