@@ -2385,6 +2385,18 @@ def _py_path(name: str, instead: str) -> None:
         )
 
 
+def _py_alias(name: str, instead: str, answer: Callable[[Any], Any]) -> Any:
+    """The py.path.local ``name`` as ``answer(path)``, warned about once: a method if the name ends
+    in "()", else a property."""
+
+    def get(self: Any) -> Any:
+        _py_path(name, instead)
+        return answer(self)
+
+    get.__name__ = name.rstrip("()")
+    return get if name.endswith("()") else property(get)
+
+
 class _Path1x(_PosixPath):  # type: ignore[misc]
     """A ``pathlib.Path`` that also answers the ``py.path.local`` methods suites written for
     pytest-xprocess call on the paths it hands out, each with a ``DeprecationWarning`` naming the
@@ -2402,21 +2414,9 @@ class _Path1x(_PosixPath):  # type: ignore[misc]
             raise TypeError(f"check() takes {', '.join(tests)}, got {', '.join(sorted(kinds))}")
         return all(bool(tests[kind]()) == bool(want) for kind, want in (kinds or {"exists": 1}).items())
 
-    def size(self) -> int:
-        _py_path("size()", "path.stat().st_size")
-        return self.stat().st_size  # type: ignore[no-any-return]
-
-    def mtime(self) -> float:
-        _py_path("mtime()", "path.stat().st_mtime")
-        return self.stat().st_mtime  # type: ignore[no-any-return]
-
     def read(self, mode: str = "r") -> Any:
         _py_path("read()", "path.read_text() or path.read_bytes()")
         return self.read_bytes() if "b" in mode else self.read_text()
-
-    def read_binary(self) -> bytes:
-        _py_path("read_binary()", "path.read_bytes()")
-        return self.read_bytes()  # type: ignore[no-any-return]
 
     def readlines(self, cr: bool = True) -> list[str]:
         _py_path("readlines()", "path.read_text().splitlines()")
@@ -2460,22 +2460,6 @@ class _Path1x(_PosixPath):  # type: ignore[misc]
         _py_path("listdir()", "sorted(path.iterdir())")
         return sorted(self.iterdir())
 
-    def isdir(self) -> bool:
-        _py_path("isdir()", "path.is_dir()")
-        return self.is_dir()  # type: ignore[no-any-return]
-
-    def isfile(self) -> bool:
-        _py_path("isfile()", "path.is_file()")
-        return self.is_file()  # type: ignore[no-any-return]
-
-    def islink(self) -> bool:
-        _py_path("islink()", "path.is_symlink()")
-        return self.is_symlink()  # type: ignore[no-any-return]
-
-    def realpath(self) -> _Path1x:
-        _py_path("realpath()", "path.resolve()")
-        return self.resolve()  # type: ignore[no-any-return]
-
     def relto(self, other: os.PathLike[str] | str) -> str:
         _py_path("relto()", "str(path.relative_to(other))")
         try:
@@ -2483,30 +2467,19 @@ class _Path1x(_PosixPath):  # type: ignore[misc]
         except ValueError:
             return ""
 
-    @property
-    def strpath(self) -> str:
-        _py_path("strpath", "str(path)")
-        return str(self)
-
-    @property
-    def basename(self) -> str:
-        _py_path("basename", "path.name")
-        return self.name  # type: ignore[no-any-return]
-
-    @property
-    def purebasename(self) -> str:
-        _py_path("purebasename", "path.stem")
-        return self.stem  # type: ignore[no-any-return]
-
-    @property
-    def ext(self) -> str:
-        _py_path("ext", "path.suffix")
-        return self.suffix  # type: ignore[no-any-return]
-
-    @property
-    def dirname(self) -> str:
-        _py_path("dirname", "str(path.parent)")
-        return str(self.parent)
+    # the rest answer as one pathlib call does
+    size = _py_alias("size()", "path.stat().st_size", lambda p: p.stat().st_size)
+    mtime = _py_alias("mtime()", "path.stat().st_mtime", lambda p: p.stat().st_mtime)
+    read_binary = _py_alias("read_binary()", "path.read_bytes()", Path.read_bytes)
+    isdir = _py_alias("isdir()", "path.is_dir()", Path.is_dir)
+    isfile = _py_alias("isfile()", "path.is_file()", Path.is_file)
+    islink = _py_alias("islink()", "path.is_symlink()", Path.is_symlink)
+    realpath = _py_alias("realpath()", "path.resolve()", Path.resolve)
+    strpath = _py_alias("strpath", "str(path)", str)
+    basename = _py_alias("basename", "path.name", lambda p: p.name)
+    purebasename = _py_alias("purebasename", "path.stem", lambda p: p.stem)
+    ext = _py_alias("ext", "path.suffix", lambda p: p.suffix)
+    dirname = _py_alias("dirname", "str(path.parent)", lambda p: str(p.parent))
 
 
 class XProcessInfo:

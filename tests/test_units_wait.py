@@ -319,16 +319,17 @@ def test_a_reader_whose_clock_stands_at_its_deadline_stops_after_one_chunk(tmp_p
         reader.close()
 
 
-def test_a_reader_whose_clock_stands_at_its_deadline_inside_an_overlong_line_stops_after_one_chunk(
-    tmp_path, monkeypatch
-):
-    """The same instant inside one endless line (no newline ever): the skip to its end stops there too."""
+@pytest.mark.parametrize("deadline", ["passed", "at this instant"])
+def test_a_reader_at_its_deadline_inside_an_overlong_line_stops_after_one_chunk(tmp_path, monkeypatch, deadline):
+    """A child writing one endless line (no newline ever) must not hold the wait past the timeout
+    either: the skip to an overlong line's end stops at the deadline too, from its instant on."""
     monkeypatch.setattr(xprocess, "_CHUNK", 16)
     monkeypatch.setattr(xprocess, "_MAX_LINE", 8)
-    monkeypatch.setattr(xprocess, "time", SimpleNamespace(monotonic=lambda: 100.0))
+    if deadline == "at this instant":  # the clock stands still, so that the instant is hit
+        monkeypatch.setattr(xprocess, "time", SimpleNamespace(monotonic=lambda: 100.0))
     log = tmp_path / "log"
     log.write_bytes(b"x" * 4096)
-    reader = xprocess._LogLines(log, deadline=100.0)
+    reader = xprocess._LogLines(log, deadline=100.0 if deadline == "at this instant" else 0.0)
     try:
         for _ in range(2):  # the first read makes it an overlong line; the second skips inside it
             assert list(reader.lines()) == []
