@@ -87,6 +87,9 @@ _CHUNK = 256 * 1024  # log bytes read at a time
 _MAX_LINE = 1024 * 1024  # longer lines are cut to this many bytes before matching
 _KILL_WAIT = 2.0  # after SIGKILL, how long to wait for the end
 _ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are not ours to reap
+_MEMBERS_WAIT = 30.0  # after a session died, how long its watchdog waits for its xdist workers to end
+_IDLE_LOOK = 5.0  # how long at most the idle keeper goes without looking at a process
+_IDLE_LOCK = ".idle-keeper.lock"  # held by the project's idle keeper while it runs
 _PROBE_TIMEOUT = 1.0  # connect/read timeout of listening() and http_ok()
 _REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as failed
 _SLOW_STOP = 1.0  # a stop before a start, or a starter's own work (initdb), this long is named in the summary
@@ -112,6 +115,7 @@ _OWNED_POPEN_KWARGS = frozenset({"args", "stdout", "stderr", "shell", "env", "st
 _REUSED, _STARTING, _STARTED, _RESTARTED = "reused", "starting", "started", "restarted"
 _FAILED, _INTERRUPTED, _DIED, _TERMINATED = "failed", "interrupted", "died", "terminated"
 _STOPPED_BY = "stopped by"  # another session or command stopped it on purpose, during a test of this one
+_MEMBER = "member"  # an xdist worker of a session in stop mode: its leases are the session's own
 # Why a recorded process is not ours (any more): what _owned answers besides the process.
 _NOTHING = "nothing was recorded"
 _STOPPED = "it had stopped"
@@ -126,11 +130,16 @@ _SIGSTOPPED = "it was stopped (SIGSTOP), so it answers nothing"
 _CHECK_FAILED = "its startup_check failed on reuse"
 # How far a stop may go (§8), and the result of one that spared a process another session holds.
 _FOR_START, _AT_SESSION_END, _FOR_XKILL = "for a start", "at session end", "for --xkill"
+_AFTER_DEATH, _WHEN_IDLE = "after its session died", "when idle"
 _IN_USE = "in use"
 
 _STOP_HELP = (
     "terminate, at the end of the session, every process the session started or reused "
     f"(default: keep them running for the next run; env {STOP_ENV}, ini xprocess_stop)"
+)
+_IDLE_HELP = (
+    "seconds after which a process no session holds is stopped, for starters that set no "
+    "idle_timeout of their own (default: none)"
 )
 _XPROCESS_KEY = pytest.StashKey["XProcess"]()
 _logger = logging.getLogger("xprocess")
@@ -252,6 +261,7 @@ class ProcessStarter:
     check_on_reuse: bool = True  # run startup_check once before a running process is reused
     config_files: Sequence[str | os.PathLike[str]] = ()  # their contents are part of the configuration
     requires: Sequence[str] = ()  # names of processes that must run first; a restart of one restarts this
+    idle_timeout: float | None = None  # stop it once no session held it this long (None here: the ini's)
 
     def __init__(self, control_dir: Path, process: XProcess) -> None:
         self.control_dir = control_dir
@@ -395,6 +405,7 @@ class _Spec(SimpleNamespace):
     terminate_on_interrupt: bool
     config_files: dict[str, str]  # each config file, as the starter names it: a digest of its content
     requires: dict[str, str]  # each required name: the marker of its running process
+    idle: float | None  # idle_timeout: not part of the fingerprint (a change alone restarts nothing)
 
     def port(self) -> int | None:
         """The port the starter read (:attr:`ProcessStarter.port`), if it read one yet."""
@@ -482,7 +493,7 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
         check=check, steps=steps, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=timeout,
         max_read_lines=max_lines, popen_kwargs=kwargs, terminate_on_interrupt=bool(s.terminate_on_interrupt),
         config_files=_config_digests(name, s.config_files, process.rootdir),
-        requires=_required_starts(name, s.requires, process),
+        requires=_required_starts(name, s.requires, process), idle=_idle_timeout(where, s, process),
     )  # fmt: skip
 
 
@@ -688,6 +699,30 @@ def _required_starts(name: str, names: object, process: XProcess) -> dict[str, s
             )
         starts[required] = recorded.state.token
     return starts
+
+
+def _idle_timeout(where: str, s: ProcessStarter, process: XProcess) -> float | None:
+    """The starter's ``idle_timeout``; where it sets none, the ini's ``xprocess_idle_timeout``."""
+    if not any("idle_timeout" in vars(k) for k in (s, *type(s).__mro__) if k is not ProcessStarter):
+        return _ini_idle_timeout(process.config)
+    value = s.idle_timeout
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ValueError(f"{where}: idle_timeout must be None or a positive number of seconds, got {value!r}")
+    return None if value is None else _seconds(value)
+
+
+def _ini_idle_timeout(config: Any) -> float | None:
+    """``xprocess_idle_timeout`` (seconds; empty: none), ``pytest.UsageError`` if it is no number."""
+    text = config.getini("xprocess_idle_timeout").strip() if hasattr(config, "getini") else ""
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise pytest.UsageError(f"xprocess_idle_timeout = {text!r}: give a positive number of seconds, or none")
+    return value
 
 
 def _choose_port(control_dir: Path, process: Any) -> int:
@@ -1431,6 +1466,8 @@ class _State(SimpleNamespace):
     match: str | None = None  # the line that made it ready
     pattern: list[Any] | None = None  # [pattern, flags] that matched it
     stopped: str | None = None  # how it was stopped on purpose (--xkill, terminate(), at session end)
+    idle: float | None = None  # its idle_timeout, the last one a session ensured it with
+    released: float | None = None  # when a session holding it last ended (time.time())
 
     def to_json(self) -> dict[str, Any]:
         record = {"version": STATE_VERSION, **vars(self), "log": list(self.log)}
@@ -1439,7 +1476,8 @@ class _State(SimpleNamespace):
 
 
 _STATE_EXTRAS: Any = {
-    "args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float), "stopped": str
+    "args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float), "stopped": str,
+    "idle": (int, float), "released": (int, float),
 }  # fmt: skip
 
 
@@ -2309,8 +2347,14 @@ def _command(pid: int) -> str:
 #   _FOR_START       held by the caller               raises _InUse; this session's own lease is kept
 #   _AT_SESSION_END  taken if free, else "in use"     the name is spared: "in use"
 #   _FOR_XKILL       not taken: an order              overridden, and its holders named
+#   _AFTER_DEATH     as at session end; held by ``members`` only (the xdist workers of the session
+#                    that died, still running): overridden
+#   _WHEN_IDLE       as at session end
 def _stop(
-    targets: Mapping[str, _Recorded], policy: str, leases: dict[str, int] | None = None
+    targets: Mapping[str, _Recorded],
+    policy: str,
+    leases: dict[str, int] | None = None,
+    members: Collection[int] = (),
 ) -> dict[str, tuple[int | str, str]]:
     """Stop what runs under each name, all at once, as ``policy`` allows (ending this session's
     ``leases``): per name 1, 0, -1 (see :func:`_terminate`) or "in use", and who held it."""
@@ -2326,7 +2370,7 @@ def _stop(
                 continue
             own = leases.pop(name, None) if leases is not None else None  # its use by this session ends
             try:
-                if policy == _AT_SESSION_END:
+                if policy != _FOR_START:
                     _lock_now(recorded.info, held)
                 held += _lock_out(logs, own)
                 results[name] = (0, "")
@@ -2338,7 +2382,7 @@ def _stop(
                         else:
                             os.close(own)
                     raise
-                results[name] = (_IN_USE, "")
+                results[name] = (0, "") if _held_only_by(members, recorded, logs) else (_IN_USE, "")
         stopping = {name: found[name] for name, (result, _) in results.items() if result != _IN_USE}
         for name, result in _terminate(stopping, TERMINATE_TIMEOUT).items():
             results[name] = (result, results[name][1])
@@ -2348,6 +2392,19 @@ def _stop(
         for fd in held:
             os.close(fd)
     return results
+
+
+def _held_only_by(members: Collection[int], recorded: _Recorded, logs: Collection[tuple[int, int]]) -> bool:
+    """Whether every holder of ``recorded``'s start lock and leases is one of ``members`` (where
+    the holders can be seen: ``/proc/locks``)."""
+    if not members:
+        return False
+    idents = list(logs)
+    with contextlib.suppress(OSError):
+        st = os.stat(recorded.info.controldir / LOCK_NAME)
+        idents.append((st.st_dev, st.st_ino))
+    holders = {pid for ident in idents for pid in _OS.lock_holders(ident)}
+    return bool(holders) and holders <= set(members)
 
 
 def _lock_now(info: XProcessInfo, held: list[int]) -> None:
@@ -2699,6 +2756,7 @@ class _Session:
         self.statedir = statedir
         self.id = ""  # shared by the xdist controller and its workers; "" records nothing
         self.worker = worker  # an xdist worker: its records reach the summary only through the file
+        self.member = False  # an xdist worker in stop mode, not recorded as a member yet
         self.records: list[dict[str, Any]] = []  # what this process recorded, kept if the file cannot be
         self._last: dict[str, dict[str, Any]] = {}  # name -> the last of them: a repeated reuse adds nothing
         self.leases: dict[str, int] = {}  # name -> fd of the lease this session holds on it
@@ -2709,6 +2767,10 @@ class _Session:
         self._logfiles: dict[str, tuple[int, IO[str]]] = {}  # name -> (inode, the file handed out)
         self._children: list[subprocess.Popen[bytes]] = []
         self._wakeups: _Wakeups | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None  # stop mode: see arm()
+        self._handlers: dict[int, Any] = {}  # the SIGTERM and SIGHUP handlers replaced by catch_signals()
+        self._idle: dict[str, Path] = {}  # name -> state path, of those with an idle_timeout
+        self._keeper: subprocess.Popen[bytes] | None = None  # the idle keeper this process started
 
     @property
     def path(self) -> Path:
@@ -2731,8 +2793,13 @@ class _Session:
             _logger.info("xprocess %r %s in %.2f s", info.name, kind + (f": {why}" if why else ""), seconds)
         if not self.id:
             return
+        with contextlib.suppress(OSError):  # (the record of its use fails then too, and says so)
+            if self.member:
+                self._join()
         record = {"name": info.name, "kind": kind, "why": why, "seconds": round(seconds, 3)}
         record["terminate_on_interrupt"] = spec.terminate_on_interrupt
+        if spec.terminate_on_interrupt and not self.worker:  # stopped after SIGTERM and SIGHUP too
+            self.catch_signals()
         if stop >= _SLOW_STOP:
             record["stop"] = round(stop, 1)
         if prepared >= _SLOW_STOP:
@@ -2764,10 +2831,9 @@ class _Session:
         self.records.append(record)
         _write_private(self.path, (json.dumps(record) + "\n").encode(), "append")
 
-    # The rules: a start outranks reuses, a later start is named as "then" (with how many
-    # followed), a death is told once per pid, the stop at the end is added.
-    def uses(self) -> dict[str, dict[str, Any]]:
-        """What every process of this session (xdist workers included) did, per name."""
+    def _read(self) -> list[Any]:
+        """The records of every process of this session (xdist workers included): the session file,
+        or this process's own if it cannot be read."""
         try:
             with _open_private(self.path) as f:
                 lines = f.read().decode("utf-8", "replace").splitlines()  # only this session writes it
@@ -2777,11 +2843,15 @@ class _Session:
         for line in lines:
             with contextlib.suppress(ValueError):
                 records.append(json.loads(line))
-        if not lines:
-            records = list(self.records)
+        return records if lines else list(self.records)
+
+    # The rules: a start outranks reuses, a later start is named as "then" (with how many
+    # followed), a death is told once per pid, the stop at the end is added.
+    def uses(self) -> dict[str, dict[str, Any]]:
+        """What every process of this session (xdist workers included) did, per name."""
         uses: dict[str, dict[str, Any]] = {}
-        for record in records:
-            with contextlib.suppress(KeyError, TypeError, AttributeError):
+        for record in self._read():
+            with contextlib.suppress(KeyError, TypeError, AttributeError):  # a member has no name
                 use = uses.setdefault(record["name"], {})
                 kind = record["kind"]
                 if kind == _DIED:  # noticed by each worker using it: once per pid
@@ -2796,6 +2866,69 @@ class _Session:
                     use["then"] = record
                     use["more"] = use.get("more", 0) + 1
         return uses
+
+    def _join(self) -> None:
+        """Record this xdist worker as a member of its session, before its first use: the session's
+        watchdog overrides its leases once the session died (it may outlive its controller by seconds)."""
+        self.member = False
+        me = _OS.proc(os.getpid())
+        if me is not None:
+            self._append({"kind": _MEMBER, "pid": me.pid, "start": me.start})
+
+    def members(self) -> list[int]:
+        """The pids of this session's xdist workers that still run."""
+        pids = []
+        for record in self._read():
+            if isinstance(record, dict) and record.get("kind") == _MEMBER and type(record.get("pid")) is int:
+                proc = _OS.proc(record["pid"]) if record["pid"] > 1 else None
+                if proc is not None and proc.start == record.get("start") and not proc.zombie:
+                    pids.append(proc.pid)
+        return pids
+
+    def arm(self) -> None:
+        """Start the watchdog that stops what this session uses if it ends without doing so."""
+        where = os.path.dirname(os.path.abspath(__file__))
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, where, os.fspath(self.statedir), self.id],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                start_new_session=True,  # out of reach of a signal to pytest's process group
+            )  # fmt: skip
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            _warn(
+                f"xprocess cannot start the watchdog of --xstop ({exc}): if this pytest is killed "
+                f"(SIGKILL), what it started keeps running (pytest --xkill stops it)"
+            )
+
+    def disarm(self, done: bool) -> None:
+        """End the watchdog: this session stopped what it used (``done``), or the watchdog does it now."""
+        dog, self._watchdog = self._watchdog, None
+        if dog is None:
+            return
+        with contextlib.suppress(OSError):  # it was killed: BrokenPipeError
+            if done:
+                dog.stdin.write(b".")  # type: ignore[union-attr]
+            dog.stdin.close()  # type: ignore[union-attr]
+        if done:  # a bare interpreter reading its pipe: it ends at once
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                dog.wait(5)
+        if dog.returncode is None:
+            dog.returncode = 0  # it outlives this process: no "still running" warning
+
+    def catch_signals(self) -> None:
+        """Make SIGTERM and SIGHUP interrupt pytest as Ctrl-C does (where nothing else handles them),
+        so that the session's end stops what it should."""
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ValueError, OSError):  # not the main thread
+                if sig not in self._handlers and signal.getsignal(sig) == signal.SIG_DFL:
+                    self._handlers[sig] = signal.signal(sig, _interrupt)
+
+    def restore_signals(self) -> None:
+        for sig, handler in self._handlers.items():
+            with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(sig) is _interrupt:
+                    signal.signal(sig, handler)
+        self._handlers.clear()
 
     def hold(self, info: XProcessInfo, pid: int, ident: tuple[int, ...]) -> None:
         """Hold a shared lease on ``info``'s process (its log file, reached through the process if
@@ -2812,13 +2945,22 @@ class _Session:
                 os.close(fd)
 
     def release(self) -> None:
-        """End this session's leases."""
-        for fd in self.leases.values():
+        """End this session's leases; a process with an idle_timeout starts its idle time now."""
+        released = json.dumps({"released": time.time()}) + "\n"
+        for name, fd in self.leases.items():
+            if name in self._idle:
+                with contextlib.suppress(OSError):
+                    _write_private(self._idle[name], released.encode(), "append")
             os.close(fd)
         self.leases.clear()
 
-    def watch(self, info: XProcessInfo, ensured: _Ensured) -> _Ensured:
-        """``ensured``, watched from now on for an exit nobody asked for (a crash)."""
+    def watch(self, info: XProcessInfo, ensured: _Ensured, idle: float | None = None) -> _Ensured:
+        """``ensured``, watched from now on for an exit nobody asked for (a crash), and, with an
+        ``idle`` timeout, by the project's idle keeper."""
+        if idle is not None:
+            self._idle[info.name] = info.statepath
+            if self._keeper is None or self._keeper.poll() is not None:
+                self._keeper = _arm_idle_keeper(self.statedir)
         if self.crash_watch is None:
             self.crash_watch = _CrashWatch()
         if self.crash_watch.pid(info.name) != ensured[0]:
@@ -2932,6 +3074,147 @@ class _Session:
         if self.crash_watch is not None:
             self.crash_watch.close()
             self.crash_watch = None
+        if self._keeper is not None and self._keeper.poll() is None:
+            self._keeper.returncode = 0  # it outlives this process: no "still running" warning
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    __tracebackhide__ = True  # shown where pytest was when the signal came
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+
+# The watchdog of a session in stop mode: an interpreter of its own, in a session of its own,
+# blocked on a pipe that only pytest writes to. However pytest ends (SIGKILL, os._exit(), a crash),
+# the kernel closes the pipe; a session that stopped its processes itself writes one byte first.
+# Until then it is a bare interpreter (about 9 MB): this module is imported only after a death.
+_WATCHDOG = """
+import os, sys
+if not os.read(0, 1):
+    sys.path.insert(0, sys.argv[1])
+    import xprocess
+    xprocess._after_death(sys.argv[2], sys.argv[3])
+"""
+
+
+def _after_death(statedir: str, session_id: str) -> None:
+    """The watchdog's work once its session died without stopping what it used: stop it as that
+    session's end would have (what another session holds is spared). Its xdist workers may run
+    for seconds more: their leases are overridden, and once they are gone (one may have started a
+    process again), what the session used is stopped once more."""
+    session = _Session(Path(statedir))
+    session.id = session_id
+    deadline = _Deadline(_MEMBERS_WAIT)
+    while True:
+        members = session.members()
+        targets = {}
+        for name in session.uses():
+            with contextlib.suppress(ValueError):  # no name of ours: nothing to stop
+                targets[name] = _Recorded.read(XProcessInfo(session.statedir, name))
+        if targets:
+            _stop(targets, _AFTER_DEATH, members=members)
+        if not members:
+            break
+        delay = 0.01
+        while session.members() and not deadline.expired():
+            delay = deadline.sleep(delay)
+    with contextlib.suppress(OSError):
+        session.path.unlink()
+
+
+# The idle keeper, one per project while a process with an idle_timeout runs: it looks at them at
+# most _IDLE_LOOK apart, stops each that no session held for its idle_timeout (as a session's end
+# stops: never one in use), and ends when none is left.
+_IDLE_KEEPER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import xprocess
+xprocess._keep_idle(sys.argv[2])
+"""
+
+
+def _arm_idle_keeper(statedir: Path) -> subprocess.Popen[bytes] | None:
+    """Start the project's idle keeper, unless one runs (it holds its lock)."""
+    try:
+        fd = _open_lock(statedir / _IDLE_LOCK)
+        try:
+            if not _flock(fd):
+                return None
+        finally:
+            os.close(fd)
+        return subprocess.Popen(
+            [sys.executable, "-c", _IDLE_KEEPER, os.path.dirname(os.path.abspath(__file__)), os.fspath(statedir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+            start_new_session=True,
+        )  # fmt: skip
+    except (XProcessError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        _warn(f"xprocess cannot start its idle keeper ({exc}): idle_timeout stops nothing until it can")
+    return None
+
+
+# Its lock is let go before it ends: a session that found it held until then started no other
+# keeper, and its process is seen by the look that follows.
+def _keep_idle(statedir: str) -> None:
+    """The idle keeper's loop."""
+    root: Path = Path(statedir)
+    held: dict[str, float] = {}
+    while True:
+        fd = _open_lock(root / _IDLE_LOCK)
+        try:
+            if not _flock(fd):
+                return  # another keeper runs
+            while (wait := _idle_look(root, held)) is not None:
+                time.sleep(wait)
+        finally:
+            os.close(fd)
+        if _idle_look(root, held) is None:
+            return
+
+
+def _idle_left(state: _State, now: float) -> float:
+    """Seconds until ``state``'s process has been idle for its idle_timeout, with no session holding it."""
+    return max(state.released or 0.0, state.spawned_at or 0.0) + (state.idle or 0.0) - now
+
+
+def _idle_look(root: Path, held: dict[str, float]) -> float | None:
+    """Stop what has been idle long enough; the seconds until the next look, None if nothing has an
+    idle_timeout. ``held``: when each name was last seen held (a holder that ended since without
+    noting it, killed, ended at the latest now)."""
+    names = []
+    with contextlib.suppress(OSError):
+        names = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    wait = None
+    for name in names:
+        try:
+            info = XProcessInfo(root, name)
+        except ValueError:
+            continue
+        recorded = _Recorded.read(info)
+        state, now = recorded.state, time.time()
+        if not recorded.running or state is None or state.idle is None:
+            held.pop(name, None)
+            continue
+        every = min(_IDLE_LOOK, max(state.idle / 4, 0.05))
+        if _OS.lock_holders(state.log):
+            held[name] = now
+        elif name in held and (state.released or 0.0) < held.pop(name):  # its holder was killed: no "released"
+            with contextlib.suppress(XProcessError):
+                _write_state(info.statepath, state, {"released": now})
+            state.released = now
+        left = _idle_left(state, now)
+        if name not in held and left <= 0 and _stop({name: recorded}, _WHEN_IDLE)[name][0] in (0, 1):
+            continue  # stopped (or gone)
+        after = every if name in held or left <= 0 else min(left, every)
+        wait = after if wait is None else min(wait, after)
+    return wait
+
+
+def _idle_stop_in(recorded: _Recorded) -> float | None:
+    """Seconds until the idle keeper stops ``recorded``'s process; None if it has no idle_timeout or
+    a session holds it."""
+    state = recorded.state
+    if not recorded.running or state is None or state.idle is None or _OS.lock_holders(state.log):
+        return None
+    return max(0.0, _idle_left(state, time.time()))
 
 
 # --- 11. XProcess: ensure, getinfo, close ---
@@ -3001,7 +3284,7 @@ class XProcess:
                         deadline.at = deadline.began + spec.timeout  # the starter's own, once read
                     why = _why_start(old, spec, restart, crashed)
                     if why is None:
-                        return self._session.watch(info, self._reuse(info, old, spec))
+                        return self._session.watch(info, self._reuse(info, old, spec), spec.idle)
                     failed = _failed_meanwhile(old, deadline)  # starting it again would fail as that did, on no time
                     if failed is not None:
                         raise _failure(XProcessError, info, spec, _FAILED_MEANWHILE, None, deadline.elapsed(), failed)
@@ -3010,7 +3293,7 @@ class XProcess:
                         stopped = self._stop(old)[0]
                     deadline.at += stopped  # the stop of the old process is not counted
                     started = self._start(info, spec, persist_logs, why, deadline, stopped, prepared)
-                    return self._session.watch(info, started)
+                    return self._session.watch(info, started, spec.idle)
                 except _InUse as busy:  # wait without the lock: sessions that can reuse it still do
                     holders = busy.holders
             try:
@@ -3055,6 +3338,9 @@ class XProcess:
             size = 0
         self._session.used(info, _REUSED, spec, offset=size)
         self._session.hold(info, proc.pid, state.log)
+        if spec.idle != state.idle:  # the new value applies from now on
+            with contextlib.suppress(XProcessError):
+                _write_state(info.statepath, state, {"idle": spec.idle})
         logfile = functools.partial(self._session.logfile, info.name, info.logpath, size)
         return _Ensured(proc.pid, info.logpath, match, state.port, logfile)
 
@@ -3101,7 +3387,7 @@ class XProcess:
                 state = _State(
                     pid=popen.pid, start=proc.start if proc else "", token=marker, log=(st.st_dev, st.st_ino),
                     fingerprint=spec.fingerprint, args=spec.args, port=spec.port(), forks=forks, ready=False,
-                    spawned_at=time.time(),
+                    spawned_at=time.time(), idle=spec.idle,
                 )  # fmt: skip
                 try:
                     _write_state(info.statepath, state)
@@ -3251,6 +3537,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--xstop", action="store_true", dest="xprocess_stop", default=None, help=_STOP_HELP)
     group.addoption("--no-xstop", action="store_false", dest="xprocess_stop", help="keep the processes running")
     parser.addini("xprocess_stop", _STOP_HELP, type="bool", default=False)
+    parser.addini("xprocess_idle_timeout", _IDLE_HELP, default="")
 
 
 def _stop_switch(config: pytest.Config) -> bool:
@@ -3273,8 +3560,19 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     xp._session.id = workerinput.get("xprocess_session", "") if workerinput else os.urandom(8).hex()
     config.stash[_XPROCESS_KEY] = xp
+    _ini_idle_timeout(config)  # a bad value is a usage error now, not at the first ensure()
     if workerinput is None:
-        _stop_switch(config)  # a bad XPROCESS_STOP is a usage error now, not at the end
+        if _stop_switch(config):  # (a bad XPROCESS_STOP is a usage error now, not at the end)
+            xp._session.catch_signals()
+    else:
+        xp._session.member = _stop_switch(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    xp = session.config.stash.get(_XPROCESS_KEY, None)
+    if xp is not None and xp._session.id and not xp._session.worker and _stop_switch(session.config):
+        xp._session.arm()  # before any ensure(), in this process or an xdist worker
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -3321,7 +3619,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ours = xp._session
     ours.release()  # this session's use ends (an xdist worker's, before the controller hears of it)
     uses = ours.uses()
-    if not ours.worker and _stop_switch(session.config):  # only the controller: workers may still share them
+    stop_mode = not ours.worker and _stop_switch(session.config)  # only the controller: workers may still share them
+    if stop_mode:
         wanted = list(uses)
     elif exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         wanted = [name for name, use in uses.items() if use.get("terminate_on_interrupt")]
@@ -3331,6 +3630,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         results = _stop({name: _Recorded.read(xp.getinfo(name)) for name in wanted}, _AT_SESSION_END)
         if not ours.worker:
             ours.stopped_at_end(results)
+    ours.disarm(done=True)  # only once the stop is over: interrupted, it is the watchdog's
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -3356,6 +3656,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 _STOPPED_WORDS = {  # the stops a state notes (_mark_stopped), told in the summary of a session using it
     _FOR_XKILL: "stopped by --xkill",
+    _AFTER_DEATH: "stopped by the watchdog of a session that was killed",
+    _WHEN_IDLE: "stopped after its idle_timeout",
     "terminate()": "stopped by terminate() in another session",
     _AT_SESSION_END: "stopped at another session's end",
 }
@@ -3406,7 +3708,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if xp is None:
         return
     xp.close()
-    if xp._session.id and not xp._session.worker:
+    xp._session.restore_signals()
+    if xp._session._watchdog is not None:  # the session ended before its stop did
+        xp._session.disarm(done=False)  # the watchdog stops what it used (and removes its file)
+    elif xp._session.id and not xp._session.worker:
         with contextlib.suppress(OSError):
             xp._session.path.unlink()
 
@@ -3526,6 +3831,7 @@ def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named:
             room = _SHOW_WIDTH - len("    $ ")
             lines.append("    $ " + (command if named or len(command) <= room else command[: room - 3] + "..."))
         lines.append(f"    log: {info.logpath}")
+        lines += [f"    idle: {words}"] if (words := _idle_words(recorded)) else []
         rows.append(([_printable(str(cell)) for cell in cells], lines))
     widths = [max(len(row[i]) for row, _ in rows) for i in range(6)]
     out = []
@@ -3544,6 +3850,17 @@ def _lost_row(info: XProcessInfo, procs: list[_Proc]) -> tuple[list[str], list[s
         f"    stop it: pytest --xkill {shlex.quote(info.name)} (the next ensure() stops it too, then starts anew)",
     ]
     return [_printable(cell) for cell in (info.name, "LIVE", str(first.pid), "-", "-", "-")], below
+
+
+def _idle_words(recorded: _Recorded) -> str:
+    """When the idle keeper stops ``recorded``'s process, for --xshow ("" if it does not)."""
+    state = recorded.state
+    if not recorded.running or state is None or state.idle is None:
+        return ""
+    left = _idle_stop_in(recorded)
+    if left is None:
+        return f"stops {_duration(int(state.idle))} after its last user ends"
+    return f"stops in {_duration(int(left))}"
 
 
 def _duration(seconds: int) -> str:

@@ -26,6 +26,48 @@ ROOT = Path(__file__).resolve().parents[1]
 # (what the mutation does, text replaced, replacement, the test that must catch it)
 MUTATIONS = [
     (
+        "issue 29: the watchdog of --xstop is never armed",
+        "        xp._session.arm()  # before any ensure()",
+        "        pass  # before any ensure()",
+        "tests/test_unattended.py::test_however_pytest_is_signalled_in_stop_mode_its_server_is_stopped[SIGKILL]",
+    ),
+    (
+        "issue 29: the watchdog overrides the leases of other sessions too",
+        "    return bool(holders) and holders <= set(members)\n",
+        "    return True\n",
+        "tests/test_unattended.py::test_a_server_another_session_holds_outlives_a_killed_stop_mode_session",
+    ),
+    (
+        "issue 29: SIGTERM is left to kill pytest",
+        "                    self._handlers[sig] = signal.signal(sig, _interrupt)\n",
+        "                    pass\n",
+        "tests/test_unattended.py::test_however_pytest_is_signalled_in_stop_mode_its_server_is_stopped[SIGTERM]",
+    ),
+    (
+        "issue 29: the watchdog stops only once, while the workers of its session may start it again",
+        "        if not members:\n            break\n",
+        "        break\n",
+        "tests/test_unattended.py::test_the_watchdog_stops_again_what_a_worker_of_the_killed_session_started_since",
+    ),
+    (
+        "issue 29: the idle keeper is never started",
+        "            if self._keeper is None or self._keeper.poll() is not None:\n",
+        "            if False:\n",
+        "tests/test_unattended.py::test_a_process_no_session_holds_stops_after_its_idle_timeout",
+    ),
+    (
+        "issue 29: a holder the idle keeper saw end does not restart the idle time",
+        "            state.released = now\n",
+        "            pass\n",
+        "tests/test_unattended.py::test_a_holder_killed_starts_the_idle_time_when_the_keeper_sees_it_gone",
+    ),
+    (
+        "issue 29: an idle_timeout changed on reuse is not recorded",
+        "                _write_state(info.statepath, state, {\"idle\": spec.idle})\n",
+        "                pass\n",
+        "tests/test_unattended.py::test_a_changed_idle_timeout_alone_restarts_nothing_and_applies_from_then_on",
+    ),
+    (
         "popen_kwargs dropped from Popen",
         "        **spec.popen_kwargs,\n",
         "",
@@ -387,7 +429,7 @@ MUTATIONS = [
     ),
     (
         "merge: the session-end stop ignores the start lock of a session starting it",
-        "                if policy == _AT_SESSION_END:\n                    _lock_now(recorded.info, held)\n",
+        "                if policy != _FOR_START:\n                    _lock_now(recorded.info, held)\n",
         "",
         "tests/test_stopping.py::test_xstop_leaves_running_what_another_session_is_starting",
     ),
