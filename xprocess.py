@@ -691,41 +691,130 @@ def _required_starts(name: str, names: object, process: XProcess) -> dict[str, s
 
 
 def _choose_port(control_dir: Path, process: Any) -> int:
-    """The kept port of ``control_dir`` if its process runs or it is free, else a free one (kept)."""
+    """The kept port of ``control_dir`` if its process runs (no lock: the warm path), or, for a
+    start, if it is still fit (:func:`_unfit`); else a new one (:func:`_new_port`), kept."""
     path = control_dir / PORT_NAME
-    try:
-        with _open_private(path) as f:
-            kept: int | None = int(f.read(16))
-    except (OSError, ValueError):
-        kept = None
-    if kept is not None and 0 < kept < 65536:
-        running = isinstance(process, XProcess) and process.getinfo(control_dir.name).isrunning()
-        if running or _port_free(kept):
+    kept = _read_port(path)
+    xp = process if isinstance(process, XProcess) else None
+    if kept is not None and xp is not None and xp.getinfo(control_dir.name).isrunning():
+        return kept
+    if not control_dir.is_dir():  # read outside a start: nothing is kept, so nothing to claim
+        return _new_port(set())
+    with _port_claim(control_dir.parent):  # two names choosing at once see each other's choice
+        taken = _ports_kept(control_dir.parent, but=control_dir.name)
+        problem = _unfit(kept, taken) if kept is not None else ""
+        if kept is not None and not problem:
             return kept
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    if control_dir.is_dir():
+        port = _new_port(taken)
         with contextlib.suppress(OSError):
             _write_private(path, str(port).encode())
-    if kept is not None and isinstance(process, XProcess):  # a daemon an earlier start left, often
-        holders = (
-            "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept)) or "by whom, this user cannot see"
-        )
-        process._tell(
-            f"xprocess: port {kept}, kept for {control_dir.name!r}, is in use ({holders}): it gets port {port}"
-        )
+    if problem and xp is not None:  # a daemon an earlier start left, often
+        xp._tell(f"xprocess: port {kept}, kept for {control_dir.name!r}, {problem}: it gets port {port}")
     return port
 
 
-def _port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` of 127.0.0.1 (TIME_WAIT connections do not stop it)."""
-    with socket.socket() as sock:
+def _read_port(path: Path) -> int | None:
+    try:
+        with _open_private(path) as f:
+            port = int(f.read(16))
+    except (OSError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def _unfit(kept: int, taken: Collection[int]) -> str:
+    """Why a start may not keep ``kept`` ("" if it may): taken, kept for another name, or (chosen
+    before version 0.3) in the ephemeral range, where any outgoing connection may take it."""
+    low, high = _ephemeral_range()
+    if kept in taken:
+        return "is kept for another name of this project too"
+    if low <= kept <= high:
+        return f"is in the ephemeral range ({low}-{high}), which outgoing connections take ports from"
+    if not _port_free(kept):
+        holders = "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept))
+        return f"is in use ({holders or 'by whom, this user cannot see'})"
+    return ""
+
+
+_PORT_LOCK = ".port-lock"  # in the state directory: held while a name chooses its port
+_PORT_CLAIM_TIMEOUT = 10.0  # a choice takes milliseconds: a holder this long is stuck
+# Ports that servers a developer runs by hand often take: a port kept there would move at their next start.
+_DEV_PORTS = frozenset({3000, 3306, 4200, 5000, 5432, 5672, 6379, 8000, 8080, 8443, 8888, 9000, 9200, 11211, 27017})
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (and a bind of port 0) from."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    return 49152, 65535  # IANA's dynamic ports: macOS's and the BSDs' default
+
+
+def _new_port(taken: Collection[int]) -> int:
+    """A port above 1024 and outside the ephemeral range, free on 127.0.0.1 and ::1 now and not in
+    ``taken``: from a random start (two projects rarely try the same), the next such one."""
+    import random
+
+    low, high = _ephemeral_range()
+    low, high = max(low, 1025), min(max(high, low - 1), 65535)
+    width = high - low + 1  # the range is skipped: offset i is port 1025 + i, or past the range
+    count = 65536 - 1025 - width
+    start = random.randrange(count) if count > 0 else 0
+    for i in range(count):
+        port = 1025 + (start + i) % count
+        port += width if port >= low else 0
+        if port not in taken and port not in _DEV_PORTS and _port_free(port) and _port_free(port, "::1"):
+            return port
+    with socket.socket() as sock:  # a range that leaves no port (or none free): the kernel's choice
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ports_kept(statedir: Path, but: str) -> set[int]:
+    """The ports the project's other names keep, running or not: a new choice never takes one."""
+    ports = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(statedir):
+            if entry.name != but and entry.is_dir(follow_symlinks=False):
+                port = _read_port(Path(entry.path, PORT_NAME))
+                if port is not None:
+                    ports.add(port)
+    return ports
+
+
+@contextlib.contextmanager
+def _port_claim(statedir: Path) -> Iterator[None]:
+    """Hold the project's port lock (the name locks keep only one name's starts apart)."""
+    path = statedir / _PORT_LOCK
+    fd = _open_lock(path)
+    try:
+        deadline, delay = _Deadline(_PORT_CLAIM_TIMEOUT), 0.001
+        while not _flock(fd):
+            if deadline.expired():
+                st = os.fstat(fd)
+                raise XProcessError(
+                    f"xprocess: {_describe_holders((st.st_dev, st.st_ino))} held {path} for "
+                    f"{_PORT_CLAIM_TIMEOUT:g} s while choosing a port (a choice takes milliseconds): is it stopped?"
+                )
+            delay = deadline.sleep(delay)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` of ``host`` (TIME_WAIT connections do not stop it;
+    nor does a host this machine lacks, ::1 without IPv6)."""
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError:
+        return True
+    with sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRNOTAVAIL
     return True
 
 
@@ -861,8 +950,10 @@ def _undo_on_error(created: list[Path]) -> Iterator[None]:
     except BaseException:
         for path in reversed(created):
             with contextlib.suppress(OSError):
-                if path.name == STATE_DIR and os.listdir(path) == [".gitignore"]:
-                    (path / ".gitignore").unlink()
+                if path.name == STATE_DIR and set(os.listdir(path)) <= {".gitignore", _PORT_LOCK}:
+                    for made in (".gitignore", _PORT_LOCK):  # the port lock: a starter read its port
+                        with contextlib.suppress(FileNotFoundError):
+                            (path / made).unlink()
                 if path.is_dir():
                     path.rmdir()
                 elif path.name != ".gitignore":
@@ -929,7 +1020,7 @@ def _name_lock(info: XProcessInfo, deadline: _Deadline, tell: Callable[[str], No
             except OSError:
                 same = False
             if same:
-                yield created + ([path] if info.controldir in created else [])
+                yield created + ([path, info.controldir / PORT_NAME] if info.controldir in created else [])
                 return
         finally:
             os.close(fd)  # releases the lock
