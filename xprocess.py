@@ -3339,6 +3339,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--xforget", "remove the records (state, logs, port) of processes that are not running"),
     ):
         group.addoption(option, nargs="*", metavar="NAME", help=f"{does} (all, or those named) and exit")
+    # nargs like theirs: in "pytest --xshow --xjson redis" the name is read as --xjson's, and added
+    group.addoption(
+        "--xjson", nargs="*", metavar="NAME",
+        help="with --xshow or --xkill: print one JSON document on stdout instead of the text (names may follow)",
+    )  # fmt: skip
     group.addoption("--xstop", action="store_true", dest="xprocess_stop", default=None, help=_STOP_HELP)
     group.addoption("--no-xstop", action="store_false", dest="xprocess_stop", help="keep the processes running")
     parser.addini("xprocess_stop", _STOP_HELP, type="bool", default=False)
@@ -3505,10 +3510,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     show, kill, forget = config.option.xshow, config.option.xkill, config.option.xforget
+    as_json = config.option.xjson
+    if as_json is not None and (forget is not None or (kill, show) == (None, None)):
+        raise pytest.UsageError("--xjson goes with --xshow or --xkill (pytest --xshow --xjson [NAME ...])")
     if show is None and kill is None and forget is None:
         return None
     xp = XProcess(config, config.rootpath)
-    names = next(names for names in (kill, forget, show) if names is not None)
+    names = next(names for names in (kill, forget, show) if names is not None) + (as_json or [])
+    messages = sys.stderr if as_json is not None else sys.stdout  # stdout holds the document alone
     try:
         infos, lost = _recorded_infos(xp, names, lost=forget is None)  # a lost record has nothing to forget
     except XProcessError as exc:
@@ -3519,10 +3528,16 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return pytest.ExitCode.USAGE_ERROR
     if kill is not None or forget is not None:
         if not infos:
-            _print(f"no processes recorded in {xp.statedir}")
-        return _kill(infos, lost) if kill is not None else _forget(infos, named=bool(forget))
-    for line in _show(infos, lost, named=bool(show)) or [f"no processes recorded in {xp.statedir}"]:
-        _print(line)
+            _print(f"no processes recorded in {xp.statedir}", messages)
+        return _kill(infos, lost, as_json is not None) if kill is not None else _forget(infos, named=bool(forget))
+    rows = _process_rows(infos, lost, named=bool(names))
+    if not rows:
+        _print(f"no processes recorded in {xp.statedir}", messages)
+    if as_json is not None:
+        _print_json({"processes": rows})
+    else:
+        for line in _table(rows, named=bool(names)):
+            _print(line)
     return 0
 
 
@@ -3591,50 +3606,88 @@ def _printable(text: str, file: IO[str] | None = None) -> str:
 
 
 _SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
+_JSON_VERSION = 1  # of --xjson's documents: a field renamed or removed raises it, one added does not
 
 
-def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
-    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
-    beneath it; without names, a name that never recorded a start has no row."""
-    rows: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
+def _process_rows(
+    infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False
+) -> list[dict[str, Any]]:
+    """The facts ``--xshow`` gives of each process, as ``--xjson`` writes them and the table shows
+    them: one gathering, two renderers. Without names, a name that never recorded a start has none."""
+    rows = []
     for info in infos:
-        if info.name in lost:
-            rows.append(_lost_row(info, lost[info.name]))
+        row: dict[str, Any] = {"name": info.name, "status": "LIVE", "pid": None, "port": None, "uptime_s": None}
+        row.update(command=[], log=str(info.logpath), holders=[], idle_stop_in_s=None, lost_pids=[])
+        if info.name in lost:  # its record is gone: the processes found by their log or marker
+            procs = lost[info.name]
+            row["pid"] = min(procs, key=lambda p: (p.since, p.pid)).pid  # the first started
+            row["lost_pids"] = sorted(p.pid for p in procs)
+            rows.append(row)
             continue
         recorded = _Recorded.read(info)
         state, running = recorded.state, recorded.running
         if state is None and not named and not os.path.lexists(info.statepath):  # no start was ever recorded
             continue
-        uptime = "-"
-        if running and state and state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
-            uptime = _duration(int(time.time() - state.spawned_at))
-        users = ",".join(map(str, _OS.lock_holders(state.log))) if running and state else ""
-        pid, port = (state.pid, state.port) if state else ("-", None)
-        cells = [info.name, "LIVE" if running else "DEAD", pid, "-" if port is None else port, uptime, users or "-"]
+        row["status"] = "LIVE" if running else "DEAD"
+        if state is not None:
+            row.update(pid=state.pid, port=state.port, command=[str(arg) for arg in state.args or ()])
+            if running:
+                if state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
+                    row["uptime_s"] = round(time.time() - state.spawned_at, 3)
+                row["holders"] = _OS.lock_holders(state.log)
+                row["idle_stop_in_s"] = _idle_stop_in(info)
+        rows.append(row)
+    return rows
+
+
+def _idle_stop_in(info: XProcessInfo) -> float | None:
+    """Seconds until idle shutdown stops ``info``'s running process, None if it will not: none does
+    yet. Idle shutdown, when it comes, fills this in; --xshow --xjson reads it from here alone."""
+    return None
+
+
+def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
+    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
+    beneath it; without names, a name that never recorded a start has no row."""
+    return _table(_process_rows(infos, lost, named), named)
+
+
+def _table(rows: Sequence[Mapping[str, Any]], named: bool) -> list[str]:
+    """``--xshow``'s table of :func:`_process_rows`, aligned, the command and log beneath each row."""
+    table: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
+    for row in rows:
+        uptime = "-" if row["uptime_s"] is None else _duration(int(row["uptime_s"]))
+        cells = [row["name"], row["status"], row["pid"], row["port"], uptime, ",".join(map(str, row["holders"]))]
         lines = []
-        if state and state.args is not None:
-            command = _printable(shlex.join(map(str, state.args)))
+        if row["lost_pids"]:
+            lines.append(
+                f"    its record is gone ({Path(row['log']).parent} was removed); found by its log or marker: "
+                f"pid {', '.join(map(str, row['lost_pids']))}"
+            )
+            lines.append(
+                f"    stop it: pytest --xkill {shlex.quote(row['name'])} (the next ensure() stops it too, then "
+                "starts anew)"
+            )
+        elif row["command"]:
+            command = _printable(shlex.join(row["command"]))
             room = _SHOW_WIDTH - len("    $ ")
             lines.append("    $ " + (command if named or len(command) <= room else command[: room - 3] + "..."))
-        lines.append(f"    log: {info.logpath}")
-        rows.append(([_printable(str(cell)) for cell in cells], lines))
-    widths = [max(len(row[i]) for row, _ in rows) for i in range(6)]
+        if not row["lost_pids"]:
+            lines.append(f"    log: {row['log']}")
+        table.append(([_printable("-" if cell in (None, "") else str(cell)) for cell in cells], lines))
+    widths = [max(len(cells[i]) for cells, _ in table) for i in range(6)]
     out = []
-    for row, below in rows:
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for cells, below in table:
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
         out.extend(below)
-    return out if len(rows) > 1 else []
+    return out if len(table) > 1 else []
 
 
-def _lost_row(info: XProcessInfo, procs: list[_Proc]) -> tuple[list[str], list[str]]:
-    """The row of a name whose record is gone, with what it found: the first process started."""
-    first = min(procs, key=lambda p: (p.since, p.pid))
-    pids = ", ".join(str(p.pid) for p in sorted(procs, key=lambda p: p.pid))
-    below = [
-        f"    its record is gone ({info.controldir} was removed); found by its log or marker: pid {pids}",
-        f"    stop it: pytest --xkill {shlex.quote(info.name)} (the next ensure() stops it too, then starts anew)",
-    ]
-    return [_printable(cell) for cell in (info.name, "LIVE", str(first.pid), "-", "-", "-")], below
+def _print_json(document: Mapping[str, Any]) -> None:
+    """``--xjson``'s one document on stdout: ASCII only (json escapes the rest and every control
+    character), so no terminal encoding or escape sequence can alter it."""
+    sys.stdout.write(json.dumps({"version": _JSON_VERSION, **document}, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def _duration(seconds: int) -> str:
@@ -3648,17 +3701,25 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
 
 
-def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]]) -> int:
-    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming them."""
+_KILL_WORDS = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+
+
+def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], as_json: bool = False) -> int:
+    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming
+    them; a line per name, or with ``as_json`` one document of the same results."""
     targets = {info.name: _Recorded.read(info) for info in infos}
     pids = {name: min(procs, key=lambda p: (p.since, p.pid)).pid for name, procs in lost.items()}
     results = _stop(targets, _FOR_XKILL)
-    words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+    out = []
     for name, recorded in targets.items():
         result, holders = results[name]
-        note = f" (it was in use by {holders})" if holders and result else ""
-        pid = recorded.state.pid if recorded.state else pids.get(name, "-")
-        _print(f"{pid} {name} {words[result]}{note}")  # type: ignore[index]
+        pid = recorded.state.pid if recorded.state else pids.get(name)
+        out.append({"name": name, "pid": pid, "result": _KILL_WORDS[result]})  # type: ignore[index]
+        if not as_json:
+            note = f" (it was in use by {holders})" if holders and result else ""
+            _print(f"{'-' if pid is None else pid} {name} {out[-1]['result']}{note}")
+    if as_json:
+        _print_json({"results": out})
     return 1 if any(result == -1 for result, _ in results.values()) else 0
 
 

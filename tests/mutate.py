@@ -482,6 +482,19 @@ MUTATIONS = [
         "    with contextlib.nullcontext():",
         "tests/test_starter.py::test_a_name_choosing_its_port_waits_for_another_names_choice",
     ),
+    # issue 30: --xshow --xjson, --xkill --xjson
+    (
+        "issue 30: the names after --xjson are dropped",
+        " if names is not None) + (as_json or [])",
+        " if names is not None)",
+        "tests/test_plugin.py::test_names_may_follow_xjson",
+    ),
+    (
+        "issue 30: --xjson's messages on stdout, beside the document",
+        "    messages = sys.stderr if as_json is not None else sys.stdout",
+        "    messages = sys.stdout",
+        "tests/test_plugin.py::test_xjson_with_nothing_recorded_is_an_empty_document_the_words_on_stderr",
+    ),
 ]
 
 
