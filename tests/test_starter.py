@@ -781,6 +781,27 @@ def test_a_name_choosing_its_port_waits_for_another_names_choice(xp, monkeypatch
     assert ensured.port != port  # type: ignore[attr-defined]
 
 
+def test_a_kept_port_in_the_ephemeral_range_is_replaced_at_the_next_start_and_told(xp, caplog):
+    """One an earlier version chose (it bound port 0): kept while its server runs, moved when it starts."""
+    low, high = ephemeral_range()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # free, and in the range (the kernel's own choice)
+        old = sock.getsockname()[1]
+    assert low <= old <= high
+    control = xp.statedir / "http"
+    control.mkdir(mode=0o700, parents=True)
+    os.chmod(xp.statedir, 0o700)
+    (control / "port").write_text(str(old))
+    started = xp.ensure("http", Http)
+    assert started.port != old and outside_ephemeral(started.port)
+    assert (control / "port").read_text() == str(started.port)
+    [told] = [r.getMessage() for r in caplog.records if "kept for" in r.getMessage()]
+    assert told == (
+        f"xprocess: port {old}, kept for 'http', is in the ephemeral range ({low}-{high}), which outgoing "
+        f"connections take ports from: it gets port {started.port}"
+    )
+
+
 def test_a_starter_that_reads_its_port_and_fails_leaves_nothing(xp):
     """The port lock of the state directory and the name's port file go with a failed first start."""
 
