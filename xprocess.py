@@ -726,41 +726,130 @@ def _ini_idle_timeout(config: Any) -> float | None:
 
 
 def _choose_port(control_dir: Path, process: Any) -> int:
-    """The kept port of ``control_dir`` if its process runs or it is free, else a free one (kept)."""
+    """The kept port of ``control_dir`` if its process runs (no lock: the warm path), or, for a
+    start, if it is still fit (:func:`_unfit`); else a new one (:func:`_new_port`), kept."""
     path = control_dir / PORT_NAME
-    try:
-        with _open_private(path) as f:
-            kept: int | None = int(f.read(16))
-    except (OSError, ValueError):
-        kept = None
-    if kept is not None and 0 < kept < 65536:
-        running = isinstance(process, XProcess) and process.getinfo(control_dir.name).isrunning()
-        if running or _port_free(kept):
+    kept = _read_port(path)
+    xp = process if isinstance(process, XProcess) else None
+    if kept is not None and xp is not None and xp.getinfo(control_dir.name).isrunning():
+        return kept
+    if not control_dir.is_dir():  # read outside a start: nothing is kept, so nothing to claim
+        return _new_port(set())
+    with _port_claim(control_dir.parent):  # two names choosing at once see each other's choice
+        taken = _ports_kept(control_dir.parent, but=control_dir.name)
+        problem = _unfit(kept, taken) if kept is not None else ""
+        if kept is not None and not problem:
             return kept
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    if control_dir.is_dir():
+        port = _new_port(taken)
         with contextlib.suppress(OSError):
             _write_private(path, str(port).encode())
-    if kept is not None and isinstance(process, XProcess):  # a daemon an earlier start left, often
-        holders = (
-            "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept)) or "by whom, this user cannot see"
-        )
-        process._tell(
-            f"xprocess: port {kept}, kept for {control_dir.name!r}, is in use ({holders}): it gets port {port}"
-        )
+    if problem and xp is not None:  # a daemon an earlier start left, often
+        xp._tell(f"xprocess: port {kept}, kept for {control_dir.name!r}, {problem}: it gets port {port}")
     return port
 
 
-def _port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` of 127.0.0.1 (TIME_WAIT connections do not stop it)."""
-    with socket.socket() as sock:
+def _read_port(path: Path) -> int | None:
+    try:
+        with _open_private(path) as f:
+            port = int(f.read(16))
+    except (OSError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def _unfit(kept: int, taken: Collection[int]) -> str:
+    """Why a start may not keep ``kept`` ("" if it may): taken, kept for another name, or (chosen
+    before version 0.3) in the ephemeral range, where any outgoing connection may take it."""
+    low, high = _ephemeral_range()
+    if kept in taken:
+        return "is kept for another name of this project too"
+    if low <= kept <= high:
+        return f"is in the ephemeral range ({low}-{high}), which outgoing connections take ports from"
+    if not _port_free(kept):
+        holders = "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept))
+        return f"is in use ({holders or 'by whom, this user cannot see'})"
+    return ""
+
+
+_PORT_LOCK = ".port-lock"  # in the state directory: held while a name chooses its port
+_PORT_CLAIM_TIMEOUT = 10.0  # a choice takes milliseconds: a holder this long is stuck
+# Ports that servers a developer runs by hand often take: a port kept there would move at their next start.
+_DEV_PORTS = frozenset({3000, 3306, 4200, 5000, 5432, 5672, 6379, 8000, 8080, 8443, 8888, 9000, 9200, 11211, 27017})
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (and a bind of port 0) from."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    return 49152, 65535  # IANA's dynamic ports: macOS's and the BSDs' default
+
+
+def _new_port(taken: Collection[int]) -> int:
+    """A port above 1024 and outside the ephemeral range, free on 127.0.0.1 and ::1 now and not in
+    ``taken``: from a random start (two projects rarely try the same), the next such one."""
+    import random
+
+    low, high = _ephemeral_range()
+    low, high = max(low, 1025), min(max(high, low - 1), 65535)
+    width = high - low + 1  # the range is skipped: offset i is port 1025 + i, or past the range
+    count = 65536 - 1025 - width
+    start = random.randrange(count) if count > 0 else 0
+    for i in range(count):
+        port = 1025 + (start + i) % count
+        port += width if port >= low else 0
+        if port not in taken and port not in _DEV_PORTS and _port_free(port) and _port_free(port, "::1"):
+            return port
+    with socket.socket() as sock:  # a range that leaves no port (or none free): the kernel's choice
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ports_kept(statedir: Path, but: str) -> set[int]:
+    """The ports the project's other names keep, running or not: a new choice never takes one."""
+    ports = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(statedir):
+            if entry.name != but and entry.is_dir(follow_symlinks=False):
+                port = _read_port(Path(entry.path, PORT_NAME))
+                if port is not None:
+                    ports.add(port)
+    return ports
+
+
+@contextlib.contextmanager
+def _port_claim(statedir: Path) -> Iterator[None]:
+    """Hold the project's port lock (the name locks keep only one name's starts apart)."""
+    path = statedir / _PORT_LOCK
+    fd = _open_lock(path)
+    try:
+        deadline, delay = _Deadline(_PORT_CLAIM_TIMEOUT), 0.001
+        while not _flock(fd):
+            if deadline.expired():
+                st = os.fstat(fd)
+                raise XProcessError(
+                    f"xprocess: {_describe_holders((st.st_dev, st.st_ino))} held {path} for "
+                    f"{_PORT_CLAIM_TIMEOUT:g} s while choosing a port (a choice takes milliseconds): is it stopped?"
+                )
+            delay = deadline.sleep(delay)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` of ``host`` (TIME_WAIT connections do not stop it;
+    nor does a host this machine lacks, ::1 without IPv6)."""
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError:
+        return True
+    with sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRNOTAVAIL
     return True
 
 
@@ -896,8 +985,10 @@ def _undo_on_error(created: list[Path]) -> Iterator[None]:
     except BaseException:
         for path in reversed(created):
             with contextlib.suppress(OSError):
-                if path.name == STATE_DIR and os.listdir(path) == [".gitignore"]:
-                    (path / ".gitignore").unlink()
+                if path.name == STATE_DIR and set(os.listdir(path)) <= {".gitignore", _PORT_LOCK}:
+                    for made in (".gitignore", _PORT_LOCK):  # the port lock: a starter read its port
+                        with contextlib.suppress(FileNotFoundError):
+                            (path / made).unlink()
                 if path.is_dir():
                     path.rmdir()
                 elif path.name != ".gitignore":
@@ -964,7 +1055,7 @@ def _name_lock(info: XProcessInfo, deadline: _Deadline, tell: Callable[[str], No
             except OSError:
                 same = False
             if same:
-                yield created + ([path] if info.controldir in created else [])
+                yield created + ([path, info.controldir / PORT_NAME] if info.controldir in created else [])
                 return
         finally:
             os.close(fd)  # releases the lock
@@ -3534,6 +3625,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--xforget", "remove the records (state, logs, port) of processes that are not running"),
     ):
         group.addoption(option, nargs="*", metavar="NAME", help=f"{does} (all, or those named) and exit")
+    # nargs like theirs: in "pytest --xshow --xjson redis" the name is read as --xjson's, and added
+    group.addoption(
+        "--xjson", nargs="*", metavar="NAME",
+        help="with --xshow or --xkill: print one JSON document on stdout instead of the text (names may follow)",
+    )  # fmt: skip
     group.addoption("--xstop", action="store_true", dest="xprocess_stop", default=None, help=_STOP_HELP)
     group.addoption("--no-xstop", action="store_false", dest="xprocess_stop", help="keep the processes running")
     parser.addini("xprocess_stop", _STOP_HELP, type="bool", default=False)
@@ -3719,10 +3815,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     show, kill, forget = config.option.xshow, config.option.xkill, config.option.xforget
+    as_json = config.option.xjson
+    if as_json is not None and (forget is not None or (kill, show) == (None, None)):
+        raise pytest.UsageError("--xjson goes with --xshow or --xkill (pytest --xshow --xjson [NAME ...])")
     if show is None and kill is None and forget is None:
         return None
     xp = XProcess(config, config.rootpath)
-    names = next(names for names in (kill, forget, show) if names is not None)
+    names = next(names for names in (kill, forget, show) if names is not None) + (as_json or [])
+    messages = sys.stderr if as_json is not None else sys.stdout  # stdout holds the document alone
     try:
         infos, lost = _recorded_infos(xp, names, lost=forget is None)  # a lost record has nothing to forget
     except XProcessError as exc:
@@ -3733,10 +3833,16 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return pytest.ExitCode.USAGE_ERROR
     if kill is not None or forget is not None:
         if not infos:
-            _print(f"no processes recorded in {xp.statedir}")
-        return _kill(infos, lost) if kill is not None else _forget(infos, named=bool(forget))
-    for line in _show(infos, lost, named=bool(show)) or [f"no processes recorded in {xp.statedir}"]:
-        _print(line)
+            _print(f"no processes recorded in {xp.statedir}", messages)
+        return _kill(infos, lost, as_json is not None) if kill is not None else _forget(infos, named=bool(forget))
+    rows = _process_rows(infos, lost, named=bool(names))
+    if not rows:
+        _print(f"no processes recorded in {xp.statedir}", messages)
+    if as_json is not None:
+        _print_json({"processes": rows})
+    else:
+        for line in _table(rows, named=bool(names)):
+            _print(line)
     return 0
 
 
@@ -3805,62 +3911,87 @@ def _printable(text: str, file: IO[str] | None = None) -> str:
 
 
 _SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
+_JSON_VERSION = 1  # of --xjson's documents: a field renamed or removed raises it, one added does not
 
 
-def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
-    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
-    beneath it; without names, a name that never recorded a start has no row."""
-    rows: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
+def _process_rows(
+    infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False
+) -> list[dict[str, Any]]:
+    """The facts ``--xshow`` gives of each process, as ``--xjson`` writes them and the table shows
+    them: one gathering, two renderers. Without names, a name that never recorded a start has none."""
+    rows = []
     for info in infos:
-        if info.name in lost:
-            rows.append(_lost_row(info, lost[info.name]))
+        row: dict[str, Any] = {"name": info.name, "status": "LIVE", "pid": None, "port": None, "uptime_s": None}
+        row.update(command=[], log=str(info.logpath), holders=[], idle_stop_in_s=None, idle_timeout_s=None)
+        row["lost_pids"] = []
+        if info.name in lost:  # its record is gone: the processes found by their log or marker
+            procs = lost[info.name]
+            row["pid"] = min(procs, key=lambda p: (p.since, p.pid)).pid  # the first started
+            row["lost_pids"] = sorted(p.pid for p in procs)
+            rows.append(row)
             continue
         recorded = _Recorded.read(info)
         state, running = recorded.state, recorded.running
         if state is None and not named and not os.path.lexists(info.statepath):  # no start was ever recorded
             continue
-        uptime = "-"
-        if running and state and state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
-            uptime = _duration(int(time.time() - state.spawned_at))
-        users = ",".join(map(str, _OS.lock_holders(state.log))) if running and state else ""
-        pid, port = (state.pid, state.port) if state else ("-", None)
-        cells = [info.name, "LIVE" if running else "DEAD", pid, "-" if port is None else port, uptime, users or "-"]
+        row["status"] = "LIVE" if running else "DEAD"
+        if state is not None:
+            row.update(pid=state.pid, port=state.port, command=[str(arg) for arg in state.args or ()])
+            if running:
+                if state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
+                    row["uptime_s"] = round(time.time() - state.spawned_at, 3)
+                row["holders"] = _OS.lock_holders(state.log)
+                row.update(idle_timeout_s=state.idle, idle_stop_in_s=_idle_stop_in(recorded))
+        rows.append(row)
+    return rows
+
+
+def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
+    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
+    beneath it; without names, a name that never recorded a start has no row."""
+    return _table(_process_rows(infos, lost, named), named)
+
+
+def _table(rows: Sequence[Mapping[str, Any]], named: bool) -> list[str]:
+    """``--xshow``'s table of :func:`_process_rows`, aligned, the command and log beneath each row."""
+    table: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
+    for row in rows:
+        uptime = "-" if row["uptime_s"] is None else _duration(int(row["uptime_s"]))
+        cells = [row["name"], row["status"], row["pid"], row["port"], uptime, ",".join(map(str, row["holders"]))]
         lines = []
-        if state and state.args is not None:
-            command = _printable(shlex.join(map(str, state.args)))
+        if row["lost_pids"]:
+            lines.append(
+                f"    its record is gone ({Path(row['log']).parent} was removed); found by its log or marker: "
+                f"pid {', '.join(map(str, row['lost_pids']))}"
+            )
+            lines.append(
+                f"    stop it: pytest --xkill {shlex.quote(row['name'])} (the next ensure() stops it too, then "
+                "starts anew)"
+            )
+        elif row["command"]:
+            command = _printable(shlex.join(row["command"]))
             room = _SHOW_WIDTH - len("    $ ")
             lines.append("    $ " + (command if named or len(command) <= room else command[: room - 3] + "..."))
-        lines.append(f"    log: {info.logpath}")
-        lines += [f"    idle: {words}"] if (words := _idle_words(recorded)) else []
-        rows.append(([_printable(str(cell)) for cell in cells], lines))
-    widths = [max(len(row[i]) for row, _ in rows) for i in range(6)]
+        if not row["lost_pids"]:
+            lines.append(f"    log: {row['log']}")
+        if row["idle_timeout_s"] is not None:
+            left, idle = row["idle_stop_in_s"], _duration(int(row["idle_timeout_s"]))
+            when = f"in {_duration(int(left))}" if left is not None else f"{idle} after its last user ends"
+            lines.append(f"    idle: stops {when}")
+        table.append(([_printable("-" if cell in (None, "") else str(cell)) for cell in cells], lines))
+    widths = [max(len(cells[i]) for cells, _ in table) for i in range(6)]
     out = []
-    for row, below in rows:
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for cells, below in table:
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
         out.extend(below)
-    return out if len(rows) > 1 else []
+    return out if len(table) > 1 else []
 
 
-def _lost_row(info: XProcessInfo, procs: list[_Proc]) -> tuple[list[str], list[str]]:
-    """The row of a name whose record is gone, with what it found: the first process started."""
-    first = min(procs, key=lambda p: (p.since, p.pid))
-    pids = ", ".join(str(p.pid) for p in sorted(procs, key=lambda p: p.pid))
-    below = [
-        f"    its record is gone ({info.controldir} was removed); found by its log or marker: pid {pids}",
-        f"    stop it: pytest --xkill {shlex.quote(info.name)} (the next ensure() stops it too, then starts anew)",
-    ]
-    return [_printable(cell) for cell in (info.name, "LIVE", str(first.pid), "-", "-", "-")], below
-
-
-def _idle_words(recorded: _Recorded) -> str:
-    """When the idle keeper stops ``recorded``'s process, for --xshow ("" if it does not)."""
-    state = recorded.state
-    if not recorded.running or state is None or state.idle is None:
-        return ""
-    left = _idle_stop_in(recorded)
-    if left is None:
-        return f"stops {_duration(int(state.idle))} after its last user ends"
-    return f"stops in {_duration(int(left))}"
+def _print_json(document: Mapping[str, Any]) -> None:
+    """``--xjson``'s one document on stdout: ASCII only (json escapes the rest and every control
+    character), so no terminal encoding or escape sequence can alter it."""
+    sys.stdout.write(json.dumps({"version": _JSON_VERSION, **document}, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def _duration(seconds: int) -> str:
@@ -3874,17 +4005,25 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
 
 
-def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]]) -> int:
-    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming them."""
+_KILL_WORDS = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+
+
+def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], as_json: bool = False) -> int:
+    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming
+    them; a line per name, or with ``as_json`` one document of the same results."""
     targets = {info.name: _Recorded.read(info) for info in infos}
     pids = {name: min(procs, key=lambda p: (p.since, p.pid)).pid for name, procs in lost.items()}
     results = _stop(targets, _FOR_XKILL)
-    words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+    out = []
     for name, recorded in targets.items():
         result, holders = results[name]
-        note = f" (it was in use by {holders})" if holders and result else ""
-        pid = recorded.state.pid if recorded.state else pids.get(name, "-")
-        _print(f"{pid} {name} {words[result]}{note}")  # type: ignore[index]
+        pid = recorded.state.pid if recorded.state else pids.get(name)
+        out.append({"name": name, "pid": pid, "result": _KILL_WORDS[result]})  # type: ignore[index]
+        if not as_json:
+            note = f" (it was in use by {holders})" if holders and result else ""
+            _print(f"{'-' if pid is None else pid} {name} {out[-1]['result']}{note}")
+    if as_json:
+        _print_json({"results": out})
     return 1 if any(result == -1 for result, _ in results.values()) else 0
 
 

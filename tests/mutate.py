@@ -505,6 +505,38 @@ MUTATIONS = [
         "            elif False:",
         "tests/test_record.py::test_a_state_bigger_than_any_xprocess_writes_is_not_trusted",
     ),
+    # issue 30: ports outside the ephemeral range, never two names' at once
+    (
+        "issue 30: a new port chosen anywhere above 1024, the ephemeral range too",
+        "    low, high = max(low, 1025), min(max(high, low - 1), 65535)\n",
+        "    low, high = 65536, 65535\n",
+        "tests/test_starter.py::test_a_chosen_port_is_outside_the_ephemeral_range",
+    ),
+    (
+        "issue 30: the ports other names keep are not looked at",
+        "        if port not in taken and port not in _DEV_PORTS",
+        "        if port not in _DEV_PORTS",
+        "tests/test_starter.py::test_a_port_kept_by_another_name_is_not_given_even_when_it_is_not_running",
+    ),
+    (
+        "issue 30: no project lock while a name chooses its port",
+        "    with _port_claim(control_dir.parent):",
+        "    with contextlib.nullcontext():",
+        "tests/test_starter.py::test_a_name_choosing_its_port_waits_for_another_names_choice",
+    ),
+    # issue 30: --xshow --xjson, --xkill --xjson
+    (
+        "issue 30: the names after --xjson are dropped",
+        " if names is not None) + (as_json or [])",
+        " if names is not None)",
+        "tests/test_plugin.py::test_names_may_follow_xjson",
+    ),
+    (
+        "issue 30: --xjson's messages on stdout, beside the document",
+        "    messages = sys.stderr if as_json is not None else sys.stdout",
+        "    messages = sys.stdout",
+        "tests/test_plugin.py::test_xjson_with_nothing_recorded_is_an_empty_document_the_words_on_stderr",
+    ),
 ]
 
 

@@ -306,6 +306,18 @@ def show_json(path: Path) -> dict[str, object]:
     return {"out": result.stdout, "idle": idle}
 
 
+def xjson(path: Path) -> list[dict[str, object]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--xshow", "--xjson"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)["processes"]  # type: ignore[no-any-return]
+
+
 def keepers(path: Path) -> list[psutil.Process]:
     statedir = str(path / ".xprocess")
     return [
@@ -350,11 +362,15 @@ def test_a_session_ensuring_it_in_time_keeps_it_and_xshow_says_when_it_stops(pyt
     assert first.communicate(timeout=60)[0]
     shown = show_json(path)
     assert any(line.startswith("idle: stops in 59m") for line in shown["idle"]), shown["out"]
+    (row,) = xjson(path)
+    assert 3500 < row["idle_stop_in_s"] <= 3600 and row["idle_timeout_s"] == 3600
     again, reused = start(path)  # held: no countdown
     try:
         assert reused == pid
         shown = show_json(path)
         assert "idle: stops 1h00m after its last user ends" in shown["idle"], shown["out"]
+        (row,) = xjson(path)
+        assert row["idle_stop_in_s"] is None and row["holders"] == [again.pid]
     finally:
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=60)
