@@ -2740,7 +2740,8 @@ class _Ensured(tuple):  # type: ignore[type-arg]
 #
 # What one pytest process (the xdist controller, or a worker) remembers of the processes it
 # ensured: the records it shares with the others through the session file, the log offsets for
-# failed tests' reports, its leases, the crash watch, the logs and children it handed out.
+# failed tests' reports, its leases, the crash watch, the logs and children it handed out. Then
+# what runs when pytest does not: the watchdog of a session in stop mode, the idle keeper.
 
 
 class _CrashWatch:
@@ -3177,7 +3178,7 @@ def _interrupt(signum: int, frame: object) -> None:
 # The watchdog of a session in stop mode: an interpreter of its own, in a session of its own,
 # blocked on a pipe that only pytest writes to. However pytest ends (SIGKILL, os._exit(), a crash),
 # the kernel closes the pipe; a session that stopped its processes itself writes one byte first.
-# Until then it is a bare interpreter (about 9 MB): this module is imported only after a death.
+# Until then it is a bare interpreter (about 11 MB): this module is imported only after a death.
 _WATCHDOG = """
 import os, sys
 if not os.read(0, 1):
