@@ -46,6 +46,9 @@ def test_a(srv):
     pathlib.Path("pid").write_text(str(srv[0]))
     if os.environ.get("END") == "exit":
         os._exit(3)
+    if os.environ.get("END") == "crash":  # the interpreter itself dies: SIGSEGV
+        import faulthandler
+        faulthandler._sigsegv()
     time.sleep(float(os.environ.get("SLEEP", "600")))
 """
 
@@ -122,11 +125,12 @@ def test_however_pytest_is_signalled_in_stop_mode_its_server_is_stopped(pytester
         assert "srv: started in " in out and ", terminated at end" in out, out
 
 
-def test_os_exit_in_a_test_in_stop_mode_stops_its_server(pytester_xp):
+@pytest.mark.parametrize("end, status", [("exit", 3), ("crash", -signal.SIGSEGV)])
+def test_os_exit_or_a_crash_in_a_test_in_stop_mode_stops_its_server(pytester_xp, end, status):
     path = project(pytester_xp)
-    run, pid = start(path, "--xstop", END="exit")
+    run, pid = start(path, "--xstop", END=end)
     run.communicate(timeout=60)
-    assert run.returncode == 3
+    assert run.returncode == status
     assert wait_for(lambda: not alive(pid), GONE_WITHIN)
     assert wait_for(lambda: not watchdogs(path), GONE_WITHIN)
     assert sessions_left(path) == []
