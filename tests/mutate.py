@@ -4,7 +4,8 @@ test named beside it must fail on that copy (it passes on the real one).
     python tests/mutate.py            # all of them; exit status 1 if one survives
     python tests/mutate.py -k flags   # only those whose description or test contains "flags"
 
-The list holds the audits of issues 13, 20, 26 and 32 (the mutations no test caught then), kept
+The list holds the audits of issues 13, 20, 26 and 32 (the mutations no test caught then) and
+two decisions of issue 30 (what a config tree's walk and stamp leave out), kept
 so they can be rerun, two at a time. Those of the functions tests/mutants.py mutates are left to
 it: the table-driven tests catch each of them (issue 27). The mutated copy is what the test
 imports, and what every Python it starts imports too (child pytest runs, pid namespace scripts):
@@ -462,6 +463,18 @@ MUTATIONS = [
         "            elif st.st_size > _MAX_STATE:",
         "            elif False:",
         "tests/test_record.py::test_a_state_bigger_than_any_xprocess_writes_is_not_trusted",
+    ),
+    (
+        "config_files walks enter __pycache__",
+        '_SKIPPED_DIRS = frozenset({"__pycache__", STATE_DIR})',
+        "_SKIPPED_DIRS = frozenset({STATE_DIR})",
+        "tests/test_starter.py::test_a_tree_leaves_out_pycache_and_hidden_directories",
+    ),
+    (
+        "a config tree's stamp leaves out its directories (a file added to one goes unseen)",
+        "    dir_keys = tuple((st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for st in dirs)\n",
+        "    dir_keys = ()\n",
+        "tests/test_starter.py::test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch",
     ),
 ]
 

@@ -507,7 +507,13 @@ def restarted(xp, caplog, Starter) -> str | None:
     return why.split(": ", 1)[1]
 
 
-def test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch(xp, tmp_path, caplog):
+@pytest.mark.parametrize("racy", [xprocess._RACY_NS, 0], ids=["walked", "stamped"])
+def test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch(
+    xp, tmp_path, caplog, monkeypatch, racy
+):
+    """Walked: every file was changed just now, so each reuse walks the tree again. Stamped:
+    every stat vouches for its file, so a reuse stats each directory and file it found, no walk."""
+    monkeypatch.setattr(xprocess, "_RACY_NS", racy)
     write_tree(tmp_path, {"src/a.py": "a = 1\n", "src/pkg/b.py": "b = 1\n"})
     Starter = starter(SLEEPER, config_files=["src"])
     xp.ensure("app", Starter)
