@@ -26,6 +26,7 @@ import io
 import itertools
 import json
 import logging
+import operator
 import os
 import re
 import select
@@ -825,7 +826,7 @@ class _DigestCache:
             fd = os.open(rootdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:  # (paths relative to an open directory: half the cost of each stat)
                 dir_stats = [os.stat(d, dir_fd=fd) for d in dirs]
-                if stamp == _stamp(dir_stats, [os.stat(f, dir_fd=fd) for f in files]):
+                if stamp == _stamp(dir_stats, (os.stat(f, dir_fd=fd) for f in files)):
                     self.used.add(given)
                     return digest
             finally:
@@ -886,8 +887,8 @@ class _DigestCache:
 
 def _stamp(dirs: Iterable[os.stat_result], files: Iterable[os.stat_result]) -> str:
     """What a stat says of a tree's directories and files (hash() of ints is the same in every process)."""
-    dir_keys = tuple((st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for st in dirs)
-    file_keys = tuple((st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns) for st in files)
+    dir_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_ctime_ns", "st_ino"), dirs))
+    file_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns"), files))
     return f"{hash((dir_keys, file_keys)) & 2**64 - 1:x}"
 
 

@@ -472,7 +472,7 @@ MUTATIONS = [
     ),
     (
         "a config tree's stamp leaves out its directories (a file added to one goes unseen)",
-        "    dir_keys = tuple((st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for st in dirs)\n",
+        '    dir_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_ctime_ns", "st_ino"), dirs))\n',
         "    dir_keys = ()\n",
         "tests/test_starter.py::test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch",
     ),
