@@ -259,7 +259,7 @@ class ProcessStarter:
     popen_kwargs: Mapping[str, Any] = MappingProxyType({})
     terminate_on_interrupt: bool = False
     check_on_reuse: bool = True  # run startup_check once before a running process is reused
-    config_files: Sequence[str | os.PathLike[str]] = ()  # their contents are part of the configuration
+    config_files: Sequence[str | os.PathLike[str]] = ()  # files, directories, glob patterns: part of the configuration
     requires: Sequence[str] = ()  # names of processes that must run first; a restart of one restarts this
 
     def __init__(self, control_dir: Path, process: XProcess) -> None:
@@ -660,14 +660,14 @@ def _config_digests(
     where = f"xprocess {name!r}"
     if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Sequence):
         raise TypeError(f"{where}: config_files must be a list of paths, got {paths!r}")
-    digests, changed = {}, {}
-    cache = _DigestCache(controldir / DIGESTS_NAME)
+    digests, changed, cache = {}, {}, None  # (read only for a tree: most starters have none)
     for path in paths:
         given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
         if not isinstance(given, str) or not given or "\0" in given:
             raise TypeError(f"{where}: config_files items must be str or os.PathLike paths (no NUL), got {path!r}")
         full = rootdir / given  # an absolute path replaces rootdir
         if full.is_dir() or (_GLOB_MAGIC.search(given) and not os.path.lexists(full)):  # a file named so is a file
+            cache = cache or _DigestCache(controldir / DIGESTS_NAME)
             digest = cache.unchanged(given, rootdir)
             if digest is None:
                 digest, change = cache.digest(name, given, *_tree_files(name, given, full, rootdir))
@@ -676,7 +676,8 @@ def _config_digests(
             digests[given] = digest
         else:
             digests[given] = _file_digest(name, given, full)
-    cache.save()
+    if cache is not None:
+        cache.save()
     return digests, changed
 
 

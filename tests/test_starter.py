@@ -597,6 +597,24 @@ def test_links_in_a_tree_files_followed_directories_not(xp, tmp_path, caplog):
     assert restarted(xp, caplog, Starter) == "src/conf.py changed"
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    ["src/*.py", "src/**/*.py", "src/**", "**/*.conf", "src/?.py", "src/[ab].py", "src/[!ab].py", "src/.*",
+     "src/*/x[0-9].txt", "src/**/b/*", "*/*/*.py", "src/.hidden/*"],
+)  # fmt: skip
+def test_a_pattern_matches_the_files_glob_does(tmp_path, monkeypatch, pattern):
+    import glob
+
+    write_tree(tmp_path, {name: "" for name in [
+        "a.conf", "src/a.py", "src/b.py", "src/c.py", "src/ab.py", "src/.d.py", "src/.e", "src/x.conf",
+        "src/p/q.py", "src/p/x1.txt", "src/p/x12.txt", "src/p/b/r.py", "src/b/s.txt", "src/.hidden/t.py",
+        "src/.hidden/u/v.py", "etc/y.conf", "etc/z/w.conf",
+    ]})  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    files, _ = xprocess._tree_files("app", pattern, tmp_path / pattern, tmp_path)
+    assert [path for path, _, _ in files] == sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
 def test_a_tree_of_too_many_files_is_an_error_before_anything_is_stopped(xp, tmp_path, monkeypatch):
     write_tree(tmp_path, {f"src/{i}.py": "" for i in range(11)})
     xp.ensure("app", starter(SLEEPER))
