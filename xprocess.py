@@ -89,6 +89,9 @@ _CHUNK = 256 * 1024  # log bytes read at a time
 _MAX_LINE = 1024 * 1024  # longer lines are cut to this many bytes before matching
 _KILL_WAIT = 2.0  # after SIGKILL, how long to wait for the end
 _ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are not ours to reap
+_MEMBERS_WAIT = 30.0  # after a session died, how long its watchdog waits for its xdist workers to end
+_IDLE_LOOK = 5.0  # how long at most the idle keeper goes without looking at a process
+_IDLE_LOCK = ".idle-keeper.lock"  # held by the project's idle keeper while it runs
 _PROBE_TIMEOUT = 1.0  # connect/read timeout of listening() and http_ok()
 _REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as failed
 _SLOW_STOP = 1.0  # a stop before a start, or a starter's own work (initdb), this long is named in the summary
@@ -121,6 +124,7 @@ _OWNED_POPEN_KWARGS = frozenset({"args", "stdout", "stderr", "shell", "env", "st
 _REUSED, _STARTING, _STARTED, _RESTARTED = "reused", "starting", "started", "restarted"
 _FAILED, _INTERRUPTED, _DIED, _TERMINATED = "failed", "interrupted", "died", "terminated"
 _STOPPED_BY = "stopped by"  # another session or command stopped it on purpose, during a test of this one
+_MEMBER = "member"  # an xdist worker of a session in stop mode: its leases are the session's own
 # Why a recorded process is not ours (any more): what _owned answers besides the process.
 _NOTHING = "nothing was recorded"
 _STOPPED = "it had stopped"
@@ -135,11 +139,16 @@ _SIGSTOPPED = "it was stopped (SIGSTOP), so it answers nothing"
 _CHECK_FAILED = "its startup_check failed on reuse"
 # How far a stop may go (§8), and the result of one that spared a process another session holds.
 _FOR_START, _AT_SESSION_END, _FOR_XKILL = "for a start", "at session end", "for --xkill"
+_AFTER_DEATH, _WHEN_IDLE = "after its session died", "when idle"
 _IN_USE = "in use"
 
 _STOP_HELP = (
     "terminate, at the end of the session, every process the session started or reused "
     f"(default: keep them running for the next run; env {STOP_ENV}, ini xprocess_stop)"
+)
+_IDLE_HELP = (
+    "seconds after which a process no session holds is stopped, for starters that set no "
+    "idle_timeout of their own (default: none)"
 )
 _XPROCESS_KEY = pytest.StashKey["XProcess"]()
 _logger = logging.getLogger("xprocess")
@@ -261,6 +270,7 @@ class ProcessStarter:
     check_on_reuse: bool = True  # run startup_check once before a running process is reused
     config_files: Sequence[str | os.PathLike[str]] = ()  # files, directories, glob patterns: part of the configuration
     requires: Sequence[str] = ()  # names of processes that must run first; a restart of one restarts this
+    idle_timeout: float | None = None  # stop it once no session held it this long (None here: the ini's)
 
     def __init__(self, control_dir: Path, process: XProcess) -> None:
         self.control_dir = control_dir
@@ -405,6 +415,7 @@ class _Spec(SimpleNamespace):
     config_files: dict[str, str]  # each entry, as the starter names it: a digest of its content (a tree's: its files')
     config_changed: dict[str, tuple[str, str]]  # each tree changed since the cache's: (its digest then, what changed)
     requires: dict[str, str]  # each required name: the marker of its running process
+    idle: float | None  # idle_timeout: not part of the fingerprint (a change alone restarts nothing)
 
     def port(self) -> int | None:
         """The port the starter read (:attr:`ProcessStarter.port`), if it read one yet."""
@@ -493,7 +504,7 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
         check=check, steps=steps, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=timeout,
         max_read_lines=max_lines, popen_kwargs=kwargs, terminate_on_interrupt=bool(s.terminate_on_interrupt),
         config_files=files, config_changed=changed,
-        requires=_required_starts(name, s.requires, process),
+        requires=_required_starts(name, s.requires, process), idle=_idle_timeout(where, s, process),
     )  # fmt: skip
 
 
@@ -927,42 +938,155 @@ def _required_starts(name: str, names: object, process: XProcess) -> dict[str, s
     return starts
 
 
-def _choose_port(control_dir: Path, process: Any) -> int:
-    """The kept port of ``control_dir`` if its process runs or it is free, else a free one (kept)."""
-    path = control_dir / PORT_NAME
+def _idle_timeout(where: str, s: ProcessStarter, process: XProcess) -> float | None:
+    """The starter's ``idle_timeout``; where it sets none, the ini's ``xprocess_idle_timeout``."""
+    if not any("idle_timeout" in vars(k) for k in (s, *type(s).__mro__) if k is not ProcessStarter):
+        return _ini_idle_timeout(process.config)
+    value = s.idle_timeout
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ValueError(f"{where}: idle_timeout must be None or a positive number of seconds, got {value!r}")
+    return None if value is None else _seconds(value)
+
+
+def _ini_idle_timeout(config: Any) -> float | None:
+    """``xprocess_idle_timeout`` (seconds; empty: none), ``pytest.UsageError`` if it is no number."""
+    text = config.getini("xprocess_idle_timeout").strip() if hasattr(config, "getini") else ""
+    if text.lower() in ("", "none"):
+        return None
     try:
-        with _open_private(path) as f:
-            kept: int | None = int(f.read(16))
-    except (OSError, ValueError):
-        kept = None
-    if kept is not None and 0 < kept < 65536:
-        running = isinstance(process, XProcess) and process.getinfo(control_dir.name).isrunning()
-        if running or _port_free(kept):
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise pytest.UsageError(f"xprocess_idle_timeout = {text!r}: give a positive number of seconds, or none")
+    return value
+
+
+def _choose_port(control_dir: Path, process: Any) -> int:
+    """The kept port of ``control_dir`` if its process runs (no lock: the warm path), or, for a
+    start, if it is still fit (:func:`_unfit`); else a new one (:func:`_new_port`), kept."""
+    path = control_dir / PORT_NAME
+    kept = _read_port(path)
+    xp = process if isinstance(process, XProcess) else None
+    if kept is not None and xp is not None and xp.getinfo(control_dir.name).isrunning():
+        return kept
+    if not control_dir.is_dir():  # read outside a start: nothing is kept, so nothing to claim
+        return _new_port(set())
+    with _port_claim(control_dir.parent):  # two names choosing at once see each other's choice
+        taken = _ports_kept(control_dir.parent, but=control_dir.name)
+        problem = _unfit(kept, taken) if kept is not None else ""
+        if kept is not None and not problem:
             return kept
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    if control_dir.is_dir():
+        port = _new_port(taken)
         with contextlib.suppress(OSError):
             _write_private(path, str(port).encode())
-    if kept is not None and isinstance(process, XProcess):  # a daemon an earlier start left, often
-        holders = (
-            "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept)) or "by whom, this user cannot see"
-        )
-        process._tell(
-            f"xprocess: port {kept}, kept for {control_dir.name!r}, is in use ({holders}): it gets port {port}"
-        )
+    if problem and xp is not None:  # a daemon an earlier start left, often
+        xp._tell(f"xprocess: port {kept}, kept for {control_dir.name!r}, {problem}: it gets port {port}")
     return port
 
 
-def _port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` of 127.0.0.1 (TIME_WAIT connections do not stop it)."""
-    with socket.socket() as sock:
+def _read_port(path: Path) -> int | None:
+    try:
+        with _open_private(path) as f:
+            port = int(f.read(16))
+    except (OSError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def _unfit(kept: int, taken: Collection[int]) -> str:
+    """Why a start may not keep ``kept`` ("" if it may): taken, kept for another name, or (chosen
+    before version 0.3) in the ephemeral range, where any outgoing connection may take it."""
+    low, high = _ephemeral_range()
+    if kept in taken:
+        return "is kept for another name of this project too"
+    if low <= kept <= high:
+        return f"is in the ephemeral range ({low}-{high}), which outgoing connections take ports from"
+    if not _port_free(kept):
+        holders = "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in _port_holders(kept))
+        return f"is in use ({holders or 'by whom, this user cannot see'})"
+    return ""
+
+
+_PORT_LOCK = ".port-lock"  # in the state directory: held while a name chooses its port
+_PORT_CLAIM_TIMEOUT = 10.0  # a choice takes milliseconds: a holder this long is stuck
+# Ports that servers a developer runs by hand often take: a port kept there would move at their next start.
+_DEV_PORTS = frozenset({3000, 3306, 4200, 5000, 5432, 5672, 6379, 8000, 8080, 8443, 8888, 9000, 9200, 11211, 27017})
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (and a bind of port 0) from."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    return 49152, 65535  # IANA's dynamic ports: macOS's and the BSDs' default
+
+
+def _new_port(taken: Collection[int]) -> int:
+    """A port above 1024 and outside the ephemeral range, free on 127.0.0.1 and ::1 now and not in
+    ``taken``: from a random start (two projects rarely try the same), the next such one."""
+    import random
+
+    low, high = _ephemeral_range()
+    low, high = max(low, 1025), min(max(high, low - 1), 65535)
+    width = high - low + 1  # the range is skipped: offset i is port 1025 + i, or past the range
+    count = 65536 - 1025 - width
+    start = random.randrange(count) if count > 0 else 0
+    for i in range(count):
+        port = 1025 + (start + i) % count
+        port += width if port >= low else 0
+        if port not in taken and port not in _DEV_PORTS and _port_free(port) and _port_free(port, "::1"):
+            return port
+    with socket.socket() as sock:  # a range that leaves no port (or none free): the kernel's choice
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ports_kept(statedir: Path, but: str) -> set[int]:
+    """The ports the project's other names keep, running or not: a new choice never takes one."""
+    ports = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(statedir):
+            if entry.name != but and entry.is_dir(follow_symlinks=False):
+                port = _read_port(Path(entry.path, PORT_NAME))
+                if port is not None:
+                    ports.add(port)
+    return ports
+
+
+@contextlib.contextmanager
+def _port_claim(statedir: Path) -> Iterator[None]:
+    """Hold the project's port lock (the name locks keep only one name's starts apart)."""
+    path = statedir / _PORT_LOCK
+    fd = _open_lock(path)
+    try:
+        deadline, delay = _Deadline(_PORT_CLAIM_TIMEOUT), 0.001
+        while not _flock(fd):
+            if deadline.expired():
+                st = os.fstat(fd)
+                raise XProcessError(
+                    f"xprocess: {_describe_holders((st.st_dev, st.st_ino))} held {path} for "
+                    f"{_PORT_CLAIM_TIMEOUT:g} s while choosing a port (a choice takes milliseconds): is it stopped?"
+                )
+            delay = deadline.sleep(delay)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` of ``host`` (TIME_WAIT connections do not stop it;
+    nor does a host this machine lacks, ::1 without IPv6)."""
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError:
+        return True
+    with sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRNOTAVAIL
     return True
 
 
@@ -1098,8 +1222,10 @@ def _undo_on_error(created: list[Path]) -> Iterator[None]:
     except BaseException:
         for path in reversed(created):
             with contextlib.suppress(OSError):
-                if path.name == STATE_DIR and os.listdir(path) == [".gitignore"]:
-                    (path / ".gitignore").unlink()
+                if path.name == STATE_DIR and set(os.listdir(path)) <= {".gitignore", _PORT_LOCK}:
+                    for made in (".gitignore", _PORT_LOCK):  # the port lock: a starter read its port
+                        with contextlib.suppress(FileNotFoundError):
+                            (path / made).unlink()
                 if (path / DIGESTS_NAME).is_file():  # config_files read, then another check failed
                     (path / DIGESTS_NAME).unlink()
                 if path.is_dir():
@@ -1168,7 +1294,7 @@ def _name_lock(info: XProcessInfo, deadline: _Deadline, tell: Callable[[str], No
             except OSError:
                 same = False
             if same:
-                yield created + ([path] if info.controldir in created else [])
+                yield created + ([path, info.controldir / PORT_NAME] if info.controldir in created else [])
                 return
         finally:
             os.close(fd)  # releases the lock
@@ -1670,6 +1796,8 @@ class _State(SimpleNamespace):
     match: str | None = None  # the line that made it ready
     pattern: list[Any] | None = None  # [pattern, flags] that matched it
     stopped: str | None = None  # how it was stopped on purpose (--xkill, terminate(), at session end)
+    idle: float | None = None  # its idle_timeout, the last one a session ensured it with
+    released: float | None = None  # when a session holding it last ended (time.time())
 
     def to_json(self) -> dict[str, Any]:
         record = {"version": STATE_VERSION, **vars(self), "log": list(self.log)}
@@ -1678,7 +1806,8 @@ class _State(SimpleNamespace):
 
 
 _STATE_EXTRAS: Any = {
-    "args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float), "stopped": str
+    "args": list, "port": int, "forks": int, "match": str, "pattern": list, "started": (int, float), "stopped": str,
+    "idle": (int, float), "released": (int, float),
 }  # fmt: skip
 
 
@@ -2548,8 +2677,14 @@ def _command(pid: int) -> str:
 #   _FOR_START       held by the caller               raises _InUse; this session's own lease is kept
 #   _AT_SESSION_END  taken if free, else "in use"     the name is spared: "in use"
 #   _FOR_XKILL       not taken: an order              overridden, and its holders named
+#   _AFTER_DEATH     as at session end; held by ``members`` only (the xdist workers of the session
+#                    that died, still running): overridden
+#   _WHEN_IDLE       as at session end
 def _stop(
-    targets: Mapping[str, _Recorded], policy: str, leases: dict[str, int] | None = None
+    targets: Mapping[str, _Recorded],
+    policy: str,
+    leases: dict[str, int] | None = None,
+    members: Collection[int] = (),
 ) -> dict[str, tuple[int | str, str]]:
     """Stop what runs under each name, all at once, as ``policy`` allows (ending this session's
     ``leases``): per name 1, 0, -1 (see :func:`_terminate`) or "in use", and who held it."""
@@ -2565,7 +2700,7 @@ def _stop(
                 continue
             own = leases.pop(name, None) if leases is not None else None  # its use by this session ends
             try:
-                if policy == _AT_SESSION_END:
+                if policy != _FOR_START:
                     _lock_now(recorded.info, held)
                 held += _lock_out(logs, own)
                 results[name] = (0, "")
@@ -2577,7 +2712,7 @@ def _stop(
                         else:
                             os.close(own)
                     raise
-                results[name] = (_IN_USE, "")
+                results[name] = (0, "") if _held_only_by(members, recorded, logs) else (_IN_USE, "")
         stopping = {name: found[name] for name, (result, _) in results.items() if result != _IN_USE}
         for name, result in _terminate(stopping, TERMINATE_TIMEOUT).items():
             results[name] = (result, results[name][1])
@@ -2587,6 +2722,19 @@ def _stop(
         for fd in held:
             os.close(fd)
     return results
+
+
+def _held_only_by(members: Collection[int], recorded: _Recorded, logs: Collection[tuple[int, int]]) -> bool:
+    """Whether every holder of ``recorded``'s start lock and leases is one of ``members`` (where
+    the holders can be seen: ``/proc/locks``)."""
+    if not members:
+        return False
+    idents = list(logs)
+    with contextlib.suppress(OSError):
+        st = os.stat(recorded.info.controldir / LOCK_NAME)
+        idents.append((st.st_dev, st.st_ino))
+    holders = {pid for ident in idents for pid in _OS.lock_holders(ident)}
+    return bool(holders) and holders <= set(members)
 
 
 def _lock_now(info: XProcessInfo, held: list[int]) -> None:
@@ -2831,7 +2979,8 @@ class _Ensured(tuple):  # type: ignore[type-arg]
 #
 # What one pytest process (the xdist controller, or a worker) remembers of the processes it
 # ensured: the records it shares with the others through the session file, the log offsets for
-# failed tests' reports, its leases, the crash watch, the logs and children it handed out.
+# failed tests' reports, its leases, the crash watch, the logs and children it handed out. Then
+# what runs when pytest does not: the watchdog of a session in stop mode, the idle keeper.
 
 
 class _CrashWatch:
@@ -2938,6 +3087,7 @@ class _Session:
         self.statedir = statedir
         self.id = ""  # shared by the xdist controller and its workers; "" records nothing
         self.worker = worker  # an xdist worker: its records reach the summary only through the file
+        self.member = False  # an xdist worker in stop mode, not recorded as a member yet
         self.records: list[dict[str, Any]] = []  # what this process recorded, kept if the file cannot be
         self._last: dict[str, dict[str, Any]] = {}  # name -> the last of them: a repeated reuse adds nothing
         self.leases: dict[str, int] = {}  # name -> fd of the lease this session holds on it
@@ -2948,6 +3098,10 @@ class _Session:
         self._logfiles: dict[str, tuple[int, IO[str]]] = {}  # name -> (inode, the file handed out)
         self._children: list[subprocess.Popen[bytes]] = []
         self._wakeups: _Wakeups | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None  # stop mode: see arm()
+        self._handlers: dict[int, Any] = {}  # the SIGTERM and SIGHUP handlers replaced by catch_signals()
+        self._idle: dict[str, Path] = {}  # name -> state path, of those with an idle_timeout
+        self._keeper: subprocess.Popen[bytes] | None = None  # the idle keeper this process started
 
     @property
     def path(self) -> Path:
@@ -2970,8 +3124,13 @@ class _Session:
             _logger.info("xprocess %r %s in %.2f s", info.name, kind + (f": {why}" if why else ""), seconds)
         if not self.id:
             return
+        with contextlib.suppress(OSError):  # (the record of its use fails then too, and says so)
+            if self.member:
+                self._join()
         record = {"name": info.name, "kind": kind, "why": why, "seconds": round(seconds, 3)}
         record["terminate_on_interrupt"] = spec.terminate_on_interrupt
+        if spec.terminate_on_interrupt and not self.worker:  # stopped after SIGTERM and SIGHUP too
+            self.catch_signals()
         if stop >= _SLOW_STOP:
             record["stop"] = round(stop, 1)
         if prepared >= _SLOW_STOP:
@@ -3003,10 +3162,9 @@ class _Session:
         self.records.append(record)
         _write_private(self.path, (json.dumps(record) + "\n").encode(), "append")
 
-    # The rules: a start outranks reuses, a later start is named as "then" (with how many
-    # followed), a death is told once per pid, the stop at the end is added.
-    def uses(self) -> dict[str, dict[str, Any]]:
-        """What every process of this session (xdist workers included) did, per name."""
+    def _read(self) -> list[Any]:
+        """The records of every process of this session (xdist workers included): the session file,
+        or this process's own if it cannot be read."""
         try:
             with _open_private(self.path) as f:
                 lines = f.read().decode("utf-8", "replace").splitlines()  # only this session writes it
@@ -3016,11 +3174,15 @@ class _Session:
         for line in lines:
             with contextlib.suppress(ValueError):
                 records.append(json.loads(line))
-        if not lines:
-            records = list(self.records)
+        return records if lines else list(self.records)
+
+    # The rules: a start outranks reuses, a later start is named as "then" (with how many
+    # followed), a death is told once per pid, the stop at the end is added.
+    def uses(self) -> dict[str, dict[str, Any]]:
+        """What every process of this session (xdist workers included) did, per name."""
         uses: dict[str, dict[str, Any]] = {}
-        for record in records:
-            with contextlib.suppress(KeyError, TypeError, AttributeError):
+        for record in self._read():
+            with contextlib.suppress(KeyError, TypeError, AttributeError):  # a member has no name
                 use = uses.setdefault(record["name"], {})
                 kind = record["kind"]
                 if kind == _DIED:  # noticed by each worker using it: once per pid
@@ -3035,6 +3197,69 @@ class _Session:
                     use["then"] = record
                     use["more"] = use.get("more", 0) + 1
         return uses
+
+    def _join(self) -> None:
+        """Record this xdist worker as a member of its session, before its first use: the session's
+        watchdog overrides its leases once the session died (it may outlive its controller by seconds)."""
+        self.member = False
+        me = _OS.proc(os.getpid())
+        if me is not None:
+            self._append({"kind": _MEMBER, "pid": me.pid, "start": me.start})
+
+    def members(self) -> list[int]:
+        """The pids of this session's xdist workers that still run."""
+        pids = []
+        for record in self._read():
+            if isinstance(record, dict) and record.get("kind") == _MEMBER and type(record.get("pid")) is int:
+                proc = _OS.proc(record["pid"]) if record["pid"] > 1 else None
+                if proc is not None and proc.start == record.get("start") and not proc.zombie:
+                    pids.append(proc.pid)
+        return pids
+
+    def arm(self) -> None:
+        """Start the watchdog that stops what this session uses if it ends without doing so."""
+        where = os.path.dirname(os.path.abspath(__file__))
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, where, os.fspath(self.statedir), self.id],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                start_new_session=True,  # out of reach of a signal to pytest's process group
+            )  # fmt: skip
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            _warn(
+                f"xprocess cannot start the watchdog of --xstop ({exc}): if this pytest is killed "
+                f"(SIGKILL), what it started keeps running (pytest --xkill stops it)"
+            )
+
+    def disarm(self, done: bool) -> None:
+        """End the watchdog: this session stopped what it used (``done``), or the watchdog does it now."""
+        dog, self._watchdog = self._watchdog, None
+        if dog is None:
+            return
+        with contextlib.suppress(OSError):  # it was killed: BrokenPipeError
+            if done:
+                dog.stdin.write(b".")  # type: ignore[union-attr]
+            dog.stdin.close()  # type: ignore[union-attr]
+        if done:  # a bare interpreter reading its pipe: it ends at once
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                dog.wait(5)
+        if dog.returncode is None:
+            dog.returncode = 0  # it outlives this process: no "still running" warning
+
+    def catch_signals(self) -> None:
+        """Make SIGTERM and SIGHUP interrupt pytest as Ctrl-C does (where nothing else handles them),
+        so that the session's end stops what it should."""
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ValueError, OSError):  # not the main thread
+                if sig not in self._handlers and signal.getsignal(sig) == signal.SIG_DFL:
+                    self._handlers[sig] = signal.signal(sig, _interrupt)
+
+    def restore_signals(self) -> None:
+        for sig, handler in self._handlers.items():
+            with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(sig) is _interrupt:
+                    signal.signal(sig, handler)
+        self._handlers.clear()
 
     def hold(self, info: XProcessInfo, pid: int, ident: tuple[int, ...]) -> None:
         """Hold a shared lease on ``info``'s process (its log file, reached through the process if
@@ -3051,13 +3276,22 @@ class _Session:
                 os.close(fd)
 
     def release(self) -> None:
-        """End this session's leases."""
-        for fd in self.leases.values():
+        """End this session's leases; a process with an idle_timeout starts its idle time now."""
+        released = json.dumps({"released": time.time()}) + "\n"
+        for name, fd in self.leases.items():
+            if name in self._idle:
+                with contextlib.suppress(OSError):
+                    _write_private(self._idle[name], released.encode(), "append")
             os.close(fd)
         self.leases.clear()
 
-    def watch(self, info: XProcessInfo, ensured: _Ensured) -> _Ensured:
-        """``ensured``, watched from now on for an exit nobody asked for (a crash)."""
+    def watch(self, info: XProcessInfo, ensured: _Ensured, idle: float | None = None) -> _Ensured:
+        """``ensured``, watched from now on for an exit nobody asked for (a crash), and, with an
+        ``idle`` timeout, by the project's idle keeper."""
+        if idle is not None:
+            self._idle[info.name] = info.statepath
+            if self._keeper is None or self._keeper.poll() is not None:
+                self._keeper = _arm_idle_keeper(self.statedir)
         if self.crash_watch is None:
             self.crash_watch = _CrashWatch()
         if self.crash_watch.pid(info.name) != ensured[0]:
@@ -3171,6 +3405,147 @@ class _Session:
         if self.crash_watch is not None:
             self.crash_watch.close()
             self.crash_watch = None
+        if self._keeper is not None and self._keeper.poll() is None:
+            self._keeper.returncode = 0  # it outlives this process: no "still running" warning
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    __tracebackhide__ = True  # shown where pytest was when the signal came
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+
+# The watchdog of a session in stop mode: an interpreter of its own, in a session of its own,
+# blocked on a pipe that only pytest writes to. However pytest ends (SIGKILL, os._exit(), a crash),
+# the kernel closes the pipe; a session that stopped its processes itself writes one byte first.
+# Until then it is a bare interpreter (about 11 MB): this module is imported only after a death.
+_WATCHDOG = """
+import os, sys
+if not os.read(0, 1):
+    sys.path.insert(0, sys.argv[1])
+    import xprocess
+    xprocess._after_death(sys.argv[2], sys.argv[3])
+"""
+
+
+def _after_death(statedir: str, session_id: str) -> None:
+    """The watchdog's work once its session died without stopping what it used: stop it as that
+    session's end would have (what another session holds is spared). Its xdist workers may run
+    for seconds more: their leases are overridden, and once they are gone (one may have started a
+    process again), what the session used is stopped once more."""
+    session = _Session(Path(statedir))
+    session.id = session_id
+    deadline = _Deadline(_MEMBERS_WAIT)
+    while True:
+        members = session.members()
+        targets = {}
+        for name in session.uses():
+            with contextlib.suppress(ValueError):  # no name of ours: nothing to stop
+                targets[name] = _Recorded.read(XProcessInfo(session.statedir, name))
+        if targets:
+            _stop(targets, _AFTER_DEATH, members=members)
+        if not members:
+            break
+        delay = 0.01
+        while session.members() and not deadline.expired():
+            delay = deadline.sleep(delay)
+    with contextlib.suppress(OSError):
+        session.path.unlink()
+
+
+# The idle keeper, one per project while a process with an idle_timeout runs: it looks at them at
+# most _IDLE_LOOK apart, stops each that no session held for its idle_timeout (as a session's end
+# stops: never one in use), and ends when none is left.
+_IDLE_KEEPER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import xprocess
+xprocess._keep_idle(sys.argv[2])
+"""
+
+
+def _arm_idle_keeper(statedir: Path) -> subprocess.Popen[bytes] | None:
+    """Start the project's idle keeper, unless one runs (it holds its lock)."""
+    try:
+        fd = _open_lock(statedir / _IDLE_LOCK)
+        try:
+            if not _flock(fd):
+                return None
+        finally:
+            os.close(fd)
+        return subprocess.Popen(
+            [sys.executable, "-c", _IDLE_KEEPER, os.path.dirname(os.path.abspath(__file__)), os.fspath(statedir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+            start_new_session=True,
+        )  # fmt: skip
+    except (XProcessError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        _warn(f"xprocess cannot start its idle keeper ({exc}): idle_timeout stops nothing until it can")
+    return None
+
+
+# Its lock is let go before it ends: a session that found it held until then started no other
+# keeper, and its process is seen by the look that follows.
+def _keep_idle(statedir: str) -> None:
+    """The idle keeper's loop."""
+    root: Path = Path(statedir)
+    held: dict[str, float] = {}
+    while True:
+        fd = _open_lock(root / _IDLE_LOCK)
+        try:
+            if not _flock(fd):
+                return  # another keeper runs
+            while (wait := _idle_look(root, held)) is not None:
+                time.sleep(wait)
+        finally:
+            os.close(fd)
+        if _idle_look(root, held) is None:
+            return
+
+
+def _idle_left(state: _State, now: float) -> float:
+    """Seconds until ``state``'s process has been idle for its idle_timeout, with no session holding it."""
+    return max(state.released or 0.0, state.spawned_at or 0.0) + (state.idle or 0.0) - now
+
+
+def _idle_look(root: Path, held: dict[str, float]) -> float | None:
+    """Stop what has been idle long enough; the seconds until the next look, None if nothing has an
+    idle_timeout. ``held``: when each name was last seen held (a holder that ended since without
+    noting it, killed, ended at the latest now)."""
+    names = []
+    with contextlib.suppress(OSError):
+        names = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    wait = None
+    for name in names:
+        try:
+            info = XProcessInfo(root, name)
+        except ValueError:
+            continue
+        recorded = _Recorded.read(info)
+        state, now = recorded.state, time.time()
+        if not recorded.running or state is None or state.idle is None:
+            held.pop(name, None)
+            continue
+        every = min(_IDLE_LOOK, max(state.idle / 4, 0.05))
+        if _OS.lock_holders(state.log):
+            held[name] = now
+        elif name in held and (state.released or 0.0) < held.pop(name):  # its holder was killed: no "released"
+            with contextlib.suppress(XProcessError):
+                _write_state(info.statepath, state, {"released": now})
+            state.released = now
+        left = _idle_left(state, now)
+        if name not in held and left <= 0 and _stop({name: recorded}, _WHEN_IDLE)[name][0] in (0, 1):
+            continue  # stopped (or gone)
+        after = every if name in held or left <= 0 else min(left, every)
+        wait = after if wait is None else min(wait, after)
+    return wait
+
+
+def _idle_stop_in(recorded: _Recorded) -> float | None:
+    """Seconds until the idle keeper stops ``recorded``'s process; None if it has no idle_timeout or
+    a session holds it."""
+    state = recorded.state
+    if not recorded.running or state is None or state.idle is None or _OS.lock_holders(state.log):
+        return None
+    return max(0.0, _idle_left(state, time.time()))
 
 
 # --- 11. XProcess: ensure, getinfo, close ---
@@ -3240,7 +3615,7 @@ class XProcess:
                         deadline.at = deadline.began + spec.timeout  # the starter's own, once read
                     why = _why_start(old, spec, restart, crashed)
                     if why is None:
-                        return self._session.watch(info, self._reuse(info, old, spec))
+                        return self._session.watch(info, self._reuse(info, old, spec), spec.idle)
                     failed = _failed_meanwhile(old, deadline)  # starting it again would fail as that did, on no time
                     if failed is not None:
                         raise _failure(XProcessError, info, spec, _FAILED_MEANWHILE, None, deadline.elapsed(), failed)
@@ -3249,7 +3624,7 @@ class XProcess:
                         stopped = self._stop(old)[0]
                     deadline.at += stopped  # the stop of the old process is not counted
                     started = self._start(info, spec, persist_logs, why, deadline, stopped, prepared)
-                    return self._session.watch(info, started)
+                    return self._session.watch(info, started, spec.idle)
                 except _InUse as busy:  # wait without the lock: sessions that can reuse it still do
                     holders = busy.holders
             try:
@@ -3294,6 +3669,9 @@ class XProcess:
             size = 0
         self._session.used(info, _REUSED, spec, offset=size)
         self._session.hold(info, proc.pid, state.log)
+        if spec.idle != state.idle:  # the new value applies from now on
+            with contextlib.suppress(XProcessError):
+                _write_state(info.statepath, state, {"idle": spec.idle})
         logfile = functools.partial(self._session.logfile, info.name, info.logpath, size)
         return _Ensured(proc.pid, info.logpath, match, state.port, logfile)
 
@@ -3340,7 +3718,7 @@ class XProcess:
                 state = _State(
                     pid=popen.pid, start=proc.start if proc else "", token=marker, log=(st.st_dev, st.st_ino),
                     fingerprint=spec.fingerprint, args=spec.args, port=spec.port(), forks=forks, ready=False,
-                    spawned_at=time.time(),
+                    spawned_at=time.time(), idle=spec.idle,
                 )  # fmt: skip
                 try:
                     _write_state(info.statepath, state)
@@ -3493,9 +3871,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--xforget", "remove the records (state, logs, port) of processes that are not running"),
     ):
         group.addoption(option, nargs="*", metavar="NAME", help=f"{does} (all, or those named) and exit")
+    # nargs like theirs: in "pytest --xshow --xjson redis" the name is read as --xjson's, and added
+    group.addoption(
+        "--xjson", nargs="*", metavar="NAME",
+        help="with --xshow or --xkill: print one JSON document on stdout instead of the text (names may follow)",
+    )  # fmt: skip
     group.addoption("--xstop", action="store_true", dest="xprocess_stop", default=None, help=_STOP_HELP)
     group.addoption("--no-xstop", action="store_false", dest="xprocess_stop", help="keep the processes running")
     parser.addini("xprocess_stop", _STOP_HELP, type="bool", default=False)
+    parser.addini("xprocess_idle_timeout", _IDLE_HELP, default="")
 
 
 def _stop_switch(config: pytest.Config) -> bool:
@@ -3518,8 +3902,19 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     xp._session.id = workerinput.get("xprocess_session", "") if workerinput else os.urandom(8).hex()
     config.stash[_XPROCESS_KEY] = xp
+    _ini_idle_timeout(config)  # a bad value is a usage error now, not at the first ensure()
     if workerinput is None:
-        _stop_switch(config)  # a bad XPROCESS_STOP is a usage error now, not at the end
+        if _stop_switch(config):  # (a bad XPROCESS_STOP is a usage error now, not at the end)
+            xp._session.catch_signals()
+    else:
+        xp._session.member = _stop_switch(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    xp = session.config.stash.get(_XPROCESS_KEY, None)
+    if xp is not None and xp._session.id and not xp._session.worker and _stop_switch(session.config):
+        xp._session.arm()  # before any ensure(), in this process or an xdist worker
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -3566,7 +3961,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ours = xp._session
     ours.release()  # this session's use ends (an xdist worker's, before the controller hears of it)
     uses = ours.uses()
-    if not ours.worker and _stop_switch(session.config):  # only the controller: workers may still share them
+    stop_mode = not ours.worker and _stop_switch(session.config)  # only the controller: workers may still share them
+    if stop_mode:
         wanted = list(uses)
     elif exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         wanted = [name for name, use in uses.items() if use.get("terminate_on_interrupt")]
@@ -3576,6 +3972,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         results = _stop({name: _Recorded.read(xp.getinfo(name)) for name in wanted}, _AT_SESSION_END)
         if not ours.worker:
             ours.stopped_at_end(results)
+    ours.disarm(done=True)  # only once the stop is over: interrupted, it is the watchdog's
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -3601,6 +3998,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 _STOPPED_WORDS = {  # the stops a state notes (_mark_stopped), told in the summary of a session using it
     _FOR_XKILL: "stopped by --xkill",
+    _AFTER_DEATH: "stopped by the watchdog of a session that was killed",
+    _WHEN_IDLE: "stopped after its idle_timeout",
     "terminate()": "stopped by terminate() in another session",
     _AT_SESSION_END: "stopped at another session's end",
 }
@@ -3651,7 +4050,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if xp is None:
         return
     xp.close()
-    if xp._session.id and not xp._session.worker:
+    xp._session.restore_signals()
+    if xp._session._watchdog is not None:  # the session ended before its stop did
+        xp._session.disarm(done=False)  # the watchdog stops what it used (and removes its file)
+    elif xp._session.id and not xp._session.worker:
         with contextlib.suppress(OSError):
             xp._session.path.unlink()
 
@@ -3659,10 +4061,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     show, kill, forget = config.option.xshow, config.option.xkill, config.option.xforget
+    as_json = config.option.xjson
+    if as_json is not None and (forget is not None or (kill, show) == (None, None)):
+        raise pytest.UsageError("--xjson goes with --xshow or --xkill (pytest --xshow --xjson [NAME ...])")
     if show is None and kill is None and forget is None:
         return None
     xp = XProcess(config, config.rootpath)
-    names = next(names for names in (kill, forget, show) if names is not None)
+    names = next(names for names in (kill, forget, show) if names is not None) + (as_json or [])
+    messages = sys.stderr if as_json is not None else sys.stdout  # stdout holds the document alone
     try:
         infos, lost = _recorded_infos(xp, names, lost=forget is None)  # a lost record has nothing to forget
     except XProcessError as exc:
@@ -3673,10 +4079,16 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return pytest.ExitCode.USAGE_ERROR
     if kill is not None or forget is not None:
         if not infos:
-            _print(f"no processes recorded in {xp.statedir}")
-        return _kill(infos, lost) if kill is not None else _forget(infos, named=bool(forget))
-    for line in _show(infos, lost, named=bool(show)) or [f"no processes recorded in {xp.statedir}"]:
-        _print(line)
+            _print(f"no processes recorded in {xp.statedir}", messages)
+        return _kill(infos, lost, as_json is not None) if kill is not None else _forget(infos, named=bool(forget))
+    rows = _process_rows(infos, lost, named=bool(names))
+    if not rows:
+        _print(f"no processes recorded in {xp.statedir}", messages)
+    if as_json is not None:
+        _print_json({"processes": rows})
+    else:
+        for line in _table(rows, named=bool(names)):
+            _print(line)
     return 0
 
 
@@ -3745,50 +4157,87 @@ def _printable(text: str, file: IO[str] | None = None) -> str:
 
 
 _SHOW_WIDTH = 100  # --xshow's lines fit this many columns (but for long names)
+_JSON_VERSION = 1  # of --xjson's documents: a field renamed or removed raises it, one added does not
 
 
-def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
-    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
-    beneath it; without names, a name that never recorded a start has no row."""
-    rows: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
+def _process_rows(
+    infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False
+) -> list[dict[str, Any]]:
+    """The facts ``--xshow`` gives of each process, as ``--xjson`` writes them and the table shows
+    them: one gathering, two renderers. Without names, a name that never recorded a start has none."""
+    rows = []
     for info in infos:
-        if info.name in lost:
-            rows.append(_lost_row(info, lost[info.name]))
+        row: dict[str, Any] = {"name": info.name, "status": "LIVE", "pid": None, "port": None, "uptime_s": None}
+        row.update(command=[], log=str(info.logpath), holders=[], idle_stop_in_s=None, idle_timeout_s=None)
+        row["lost_pids"] = []
+        if info.name in lost:  # its record is gone: the processes found by their log or marker
+            procs = lost[info.name]
+            row["pid"] = min(procs, key=lambda p: (p.since, p.pid)).pid  # the first started
+            row["lost_pids"] = sorted(p.pid for p in procs)
+            rows.append(row)
             continue
         recorded = _Recorded.read(info)
         state, running = recorded.state, recorded.running
         if state is None and not named and not os.path.lexists(info.statepath):  # no start was ever recorded
             continue
-        uptime = "-"
-        if running and state and state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
-            uptime = _duration(int(time.time() - state.spawned_at))
-        users = ",".join(map(str, _OS.lock_holders(state.log))) if running and state else ""
-        pid, port = (state.pid, state.port) if state else ("-", None)
-        cells = [info.name, "LIVE" if running else "DEAD", pid, "-" if port is None else port, uptime, users or "-"]
+        row["status"] = "LIVE" if running else "DEAD"
+        if state is not None:
+            row.update(pid=state.pid, port=state.port, command=[str(arg) for arg in state.args or ()])
+            if running:
+                if state.spawned_at is not None and 0 <= time.time() - state.spawned_at < 10**9:
+                    row["uptime_s"] = round(time.time() - state.spawned_at, 3)
+                row["holders"] = _OS.lock_holders(state.log)
+                row.update(idle_timeout_s=state.idle, idle_stop_in_s=_idle_stop_in(recorded))
+        rows.append(row)
+    return rows
+
+
+def _show(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], named: bool = False) -> list[str]:
+    """``--xshow``: a row per process, with its command (whole for the names asked for) and log
+    beneath it; without names, a name that never recorded a start has no row."""
+    return _table(_process_rows(infos, lost, named), named)
+
+
+def _table(rows: Sequence[Mapping[str, Any]], named: bool) -> list[str]:
+    """``--xshow``'s table of :func:`_process_rows`, aligned, the command and log beneath each row."""
+    table: list[tuple[list[str], list[str]]] = [(["NAME", "STATUS", "PID", "PORT", "UPTIME", "USERS"], [])]
+    for row in rows:
+        uptime = "-" if row["uptime_s"] is None else _duration(int(row["uptime_s"]))
+        cells = [row["name"], row["status"], row["pid"], row["port"], uptime, ",".join(map(str, row["holders"]))]
         lines = []
-        if state and state.args is not None:
-            command = _printable(shlex.join(map(str, state.args)))
+        if row["lost_pids"]:
+            lines.append(
+                f"    its record is gone ({Path(row['log']).parent} was removed); found by its log or marker: "
+                f"pid {', '.join(map(str, row['lost_pids']))}"
+            )
+            lines.append(
+                f"    stop it: pytest --xkill {shlex.quote(row['name'])} (the next ensure() stops it too, then "
+                "starts anew)"
+            )
+        elif row["command"]:
+            command = _printable(shlex.join(row["command"]))
             room = _SHOW_WIDTH - len("    $ ")
             lines.append("    $ " + (command if named or len(command) <= room else command[: room - 3] + "..."))
-        lines.append(f"    log: {info.logpath}")
-        rows.append(([_printable(str(cell)) for cell in cells], lines))
-    widths = [max(len(row[i]) for row, _ in rows) for i in range(6)]
+        if not row["lost_pids"]:
+            lines.append(f"    log: {row['log']}")
+        if row["idle_timeout_s"] is not None:
+            left, idle = row["idle_stop_in_s"], _duration(int(row["idle_timeout_s"]))
+            when = f"in {_duration(int(left))}" if left is not None else f"{idle} after its last user ends"
+            lines.append(f"    idle: stops {when}")
+        table.append(([_printable("-" if cell in (None, "") else str(cell)) for cell in cells], lines))
+    widths = [max(len(cells[i]) for cells, _ in table) for i in range(6)]
     out = []
-    for row, below in rows:
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for cells, below in table:
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
         out.extend(below)
-    return out if len(rows) > 1 else []
+    return out if len(table) > 1 else []
 
 
-def _lost_row(info: XProcessInfo, procs: list[_Proc]) -> tuple[list[str], list[str]]:
-    """The row of a name whose record is gone, with what it found: the first process started."""
-    first = min(procs, key=lambda p: (p.since, p.pid))
-    pids = ", ".join(str(p.pid) for p in sorted(procs, key=lambda p: p.pid))
-    below = [
-        f"    its record is gone ({info.controldir} was removed); found by its log or marker: pid {pids}",
-        f"    stop it: pytest --xkill {shlex.quote(info.name)} (the next ensure() stops it too, then starts anew)",
-    ]
-    return [_printable(cell) for cell in (info.name, "LIVE", str(first.pid), "-", "-", "-")], below
+def _print_json(document: Mapping[str, Any]) -> None:
+    """``--xjson``'s one document on stdout: ASCII only (json escapes the rest and every control
+    character), so no terminal encoding or escape sequence can alter it."""
+    sys.stdout.write(json.dumps({"version": _JSON_VERSION, **document}, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def _duration(seconds: int) -> str:
@@ -3802,17 +4251,25 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
 
 
-def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]]) -> int:
-    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming them."""
+_KILL_WORDS = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+
+
+def _kill(infos: Sequence[XProcessInfo], lost: Mapping[str, list[_Proc]], as_json: bool = False) -> int:
+    """``--xkill``: stop what runs under each name, overriding other sessions' leases and naming
+    them; a line per name, or with ``as_json`` one document of the same results."""
     targets = {info.name: _Recorded.read(info) for info in infos}
     pids = {name: min(procs, key=lambda p: (p.since, p.pid)).pid for name, procs in lost.items()}
     results = _stop(targets, _FOR_XKILL)
-    words = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+    out = []
     for name, recorded in targets.items():
         result, holders = results[name]
-        note = f" (it was in use by {holders})" if holders and result else ""
-        pid = recorded.state.pid if recorded.state else pids.get(name, "-")
-        _print(f"{pid} {name} {words[result]}{note}")  # type: ignore[index]
+        pid = recorded.state.pid if recorded.state else pids.get(name)
+        out.append({"name": name, "pid": pid, "result": _KILL_WORDS[result]})  # type: ignore[index]
+        if not as_json:
+            note = f" (it was in use by {holders})" if holders and result else ""
+            _print(f"{'-' if pid is None else pid} {name} {out[-1]['result']}{note}")
+    if as_json:
+        _print_json({"results": out})
     return 1 if any(result == -1 for result, _ in results.values()) else 0
 
 

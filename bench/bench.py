@@ -44,6 +44,7 @@ TARGETS = {
     "xkill_plain": "<= 1 s",
     "startup": "<= 1 %",
     "xdist": "1 start",
+    "killed_session": "grace (10 s) + 5 s",
 }
 LABELS = {"warm_reuse_tree": "warm reuse, 2,000-file config tree"}  # the others: their key
 # --smoke fails when one of these is off by an order of magnitude: loose enough never to flake on
@@ -57,6 +58,7 @@ SMOKE_LIMITS = {
     ("busy_lost_state", "ms"): 500.0,
     ("busy_lost_state", "orphans"): 0.5,
     ("idle_wait", "wakeups_per_s"): 40.0,
+    ("killed_session", "left"): 0.5,  # the watchdog of --xstop did not stop it
 }
 
 
@@ -103,6 +105,39 @@ class Plugin:
         finally:
             self.env = saved
         return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    def killed_session(self, wait: float) -> float | None:
+        """SIGKILL a pytest (in stop mode: this project's --xstop; pytest-xprocess has none) once its
+        test holds a server: the seconds until the server is gone, None if it still runs after ``wait``."""
+        import psutil
+
+        out = self.project / "killed.jsonl"
+        out.unlink(missing_ok=True)
+        stop = ["--xstop"] if self.label == "xprocess" else []
+        proc = subprocess.Popen(
+            [self.python, "-m", "pytest", "-q", "-p", "no:randomly", *stop, "test_scenarios.py::test_killed_session"],
+            cwd=self.project,
+            env=dict(self.env, BENCH_OUT=str(out)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.read_text().endswith("\n")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pid = json.loads(out.read_text().splitlines()[0])["pid"]
+        proc.kill()
+        t0 = time.perf_counter()
+        proc.wait()
+
+        def alive() -> bool:
+            try:
+                return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        while alive() and time.perf_counter() - t0 < wait:
+            time.sleep(0.005)
+        return None if alive() else time.perf_counter() - t0
 
     def xkill(self) -> float:
         return self.pytest("--xkill", check=False)
@@ -174,6 +209,15 @@ def measure(plugin: Plugin, smoke: bool) -> dict[str, dict]:
     plugin.scenario("test_xkill_setup", BENCH_XKILL_STUBBORN="0")  # all of them end on SIGTERM
     r["xkill_plain"] = {"s": plugin.xkill(), "processes": int(plugin.env.get("BENCH_XKILL_COUNT", "20"))}
     plugin.clean()
+
+    # killed session: from SIGKILL of pytest to its server gone (pytest-xprocess leaves it: 5 s is
+    # as good a wait as any)
+    gone = []
+    for _ in range(1 if smoke else 5):
+        gone.append(plugin.killed_session(wait=15.0 if plugin.label == "xprocess" else 5.0))
+        plugin.clean()
+    times = [g for g in gone if g is not None]
+    r["killed_session"] = {"s": median(times) if times else None, "left": len(gone) - len(times), "n": len(gone)}
 
     # start-up cost: `pytest --co` of a project with no tests, with and without the plugin, and
     # with the floor (bench/floor_plugin.py: the same hooks, empty), in rotating order; CPU time
@@ -260,6 +304,9 @@ def table(ours: dict, theirs: dict | None) -> str:
         if key == "startup":
             text = f"{x['cpu_percent']:+.1f} % CPU ({x['wall_percent']:+.1f} % wall)"
             return text + (f", floor {x['floor_cpu_percent']:+.1f} %" if "floor_cpu_percent" in x else ""), None
+        if key == "killed_session":  # no ratio: pytest-xprocess does not stop it
+            gone = "" if x["s"] is None else f"gone in {fmt(x['s'], 's')}, "
+            return f"{gone}{x['left']} of {x['n']} left running", None
         if key == "xdist":
             n4, n0 = x["n4"], x["n0"]
             text = f"{n4['starts']} start(s), {n4['not_ready']} got it unready, {n4['wall_s']:.2f} s"

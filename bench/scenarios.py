@@ -241,3 +241,10 @@ def test_xdist_server(xprocess, copy):
     _, logpath = xprocess.ensure("shared", starter(code))
     with open(logpath) as f:
         record("xdist", ready=bool(re.search(r"^ready ", f.read(), re.M)))
+
+
+def test_killed_session(xprocess):
+    """Ensures a server, tells its pid, and waits for bench.py to SIGKILL this pytest."""
+    pid, _ = xprocess.ensure("killed", starter(f"import time; {READY}; {SLEEP}"))
+    record("killed_session", pid=pid)
+    time.sleep(600)

@@ -5,9 +5,8 @@ test named beside it must fail on that copy (it passes on the real one).
     python tests/mutate.py -k flags   # only those whose description or test contains "flags"
 
 The list holds the audits of issues 13, 20, 26 and 32 (the mutations no test caught then) and
-two decisions of issue 30 (what a config tree's walk and stamp leave out), kept
-so they can be rerun, two at a time. Those of the functions tests/mutants.py mutates are left to
-it: the table-driven tests catch each of them (issue 27). The mutated copy is what the test
+decisions of issue 30, kept so they can be rerun, two at a time. Those of the functions
+tests/mutants.py mutates are left to it: the table-driven tests catch each of them (issue 27). The mutated copy is what the test
 imports, and what every Python it starts imports too (child pytest runs, pid namespace scripts):
 its directory comes first on their PYTHONPATH.
 """
@@ -26,6 +25,48 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (what the mutation does, text replaced, replacement, the test that must catch it)
 MUTATIONS = [
+    (
+        "issue 29: the watchdog of --xstop is never armed",
+        "        xp._session.arm()  # before any ensure()",
+        "        pass  # before any ensure()",
+        "tests/test_unattended.py::test_however_pytest_is_signalled_in_stop_mode_its_server_is_stopped[SIGKILL]",
+    ),
+    (
+        "issue 29: the watchdog overrides the leases of other sessions too",
+        "    return bool(holders) and holders <= set(members)\n",
+        "    return True\n",
+        "tests/test_unattended.py::test_a_server_another_session_holds_outlives_a_killed_stop_mode_session",
+    ),
+    (
+        "issue 29: SIGTERM is left to kill pytest",
+        "                    self._handlers[sig] = signal.signal(sig, _interrupt)\n",
+        "                    pass\n",
+        "tests/test_unattended.py::test_however_pytest_is_signalled_in_stop_mode_its_server_is_stopped[SIGTERM]",
+    ),
+    (
+        "issue 29: the watchdog stops only once, while the workers of its session may start it again",
+        "        if not members:\n            break\n",
+        "        break\n",
+        "tests/test_unattended.py::test_the_watchdog_stops_again_what_a_worker_of_the_killed_session_started_since",
+    ),
+    (
+        "issue 29: the idle keeper is never started",
+        "            if self._keeper is None or self._keeper.poll() is not None:\n",
+        "            if False:\n",
+        "tests/test_unattended.py::test_a_process_no_session_holds_stops_after_its_idle_timeout",
+    ),
+    (
+        "issue 29: a holder the idle keeper saw end does not restart the idle time",
+        "            state.released = now\n",
+        "            pass\n",
+        "tests/test_unattended.py::test_a_holder_killed_starts_the_idle_time_when_the_keeper_sees_it_gone",
+    ),
+    (
+        "issue 29: an idle_timeout changed on reuse is not recorded",
+        "                _write_state(info.statepath, state, {\"idle\": spec.idle})\n",
+        "                pass\n",
+        "tests/test_unattended.py::test_a_changed_idle_timeout_alone_restarts_nothing_and_applies_from_then_on",
+    ),
     (
         "popen_kwargs dropped from Popen",
         "        **spec.popen_kwargs,\n",
@@ -388,7 +429,7 @@ MUTATIONS = [
     ),
     (
         "merge: the session-end stop ignores the start lock of a session starting it",
-        "                if policy == _AT_SESSION_END:\n                    _lock_now(recorded.info, held)\n",
+        "                if policy != _FOR_START:\n                    _lock_now(recorded.info, held)\n",
         "",
         "tests/test_stopping.py::test_xstop_leaves_running_what_another_session_is_starting",
     ),
@@ -464,14 +505,47 @@ MUTATIONS = [
         "            elif False:",
         "tests/test_record.py::test_a_state_bigger_than_any_xprocess_writes_is_not_trusted",
     ),
+    # issue 30: ports outside the ephemeral range, never two names' at once
     (
-        "config_files walks enter __pycache__",
+        "issue 30: a new port chosen anywhere above 1024, the ephemeral range too",
+        "    low, high = max(low, 1025), min(max(high, low - 1), 65535)\n",
+        "    low, high = 65536, 65535\n",
+        "tests/test_starter.py::test_a_chosen_port_is_outside_the_ephemeral_range",
+    ),
+    (
+        "issue 30: the ports other names keep are not looked at",
+        "        if port not in taken and port not in _DEV_PORTS",
+        "        if port not in _DEV_PORTS",
+        "tests/test_starter.py::test_a_port_kept_by_another_name_is_not_given_even_when_it_is_not_running",
+    ),
+    (
+        "issue 30: no project lock while a name chooses its port",
+        "    with _port_claim(control_dir.parent):",
+        "    with contextlib.nullcontext():",
+        "tests/test_starter.py::test_a_name_choosing_its_port_waits_for_another_names_choice",
+    ),
+    # issue 30: --xshow --xjson, --xkill --xjson
+    (
+        "issue 30: the names after --xjson are dropped",
+        " if names is not None) + (as_json or [])",
+        " if names is not None)",
+        "tests/test_plugin.py::test_names_may_follow_xjson",
+    ),
+    (
+        "issue 30: --xjson's messages on stdout, beside the document",
+        "    messages = sys.stderr if as_json is not None else sys.stdout",
+        "    messages = sys.stdout",
+        "tests/test_plugin.py::test_xjson_with_nothing_recorded_is_an_empty_document_the_words_on_stderr",
+    ),
+    # issue 30: source-aware restarts
+    (
+        "issue 30: config_files walks enter __pycache__",
         '_SKIPPED_DIRS = frozenset({"__pycache__", STATE_DIR})',
         "_SKIPPED_DIRS = frozenset({STATE_DIR})",
         "tests/test_starter.py::test_a_tree_leaves_out_pycache_and_hidden_directories",
     ),
     (
-        "a config tree's stamp leaves out its directories (a file added to one goes unseen)",
+        "issue 30: a config tree's stamp leaves out its directories (a file added to one goes unseen)",
         '    dir_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_ctime_ns", "st_ino"), dirs))\n',
         "    dir_keys = ()\n",
         "tests/test_starter.py::test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -227,6 +228,85 @@ def test_xshow_and_xkill(project):
     again.stdout.fnmatch_lines([f"{pid} srv NO PROCESS FOUND"])
 
 
+@pytest.fixture
+def live_and_dead(pytester_xp):
+    """``live`` running, ``dead`` started then stopped; their pids."""
+    pytester_xp.makeconftest(conftest_source(None, names=("live", "dead"), code=SLEEPER))
+    pytester_xp.makepyfile("def test_a(live, dead):\n    pass\n")
+    pytester_xp.runpytest_subprocess().assert_outcomes(passed=1)
+    pids = {name: recorded_pid(pytester_xp, name) for name in ("live", "dead")}
+    assert XProcessInfo(pytester_xp.path / ".xprocess", "dead").terminate() == 1
+    return pytester_xp, pids
+
+
+def json_of(result: pytest.RunResult) -> dict[str, object]:
+    """The whole of stdout, which must be one JSON document and nothing else."""
+    return json.loads("\n".join(result.outlines))  # type: ignore[no-any-return]
+
+
+def test_xshow_xjson_is_one_document_of_the_tables_rows(live_and_dead):
+    project, pids = live_and_dead
+    show = project.runpytest_subprocess("--xshow", "--xjson")
+    assert show.ret == 0
+    document = json_of(show)
+    assert document["version"] == 1
+    live, dead = sorted(document["processes"], key=lambda p: p["name"] != "live")  # type: ignore[attr-defined]
+    statedir = project.path / ".xprocess"
+    assert live == {
+        "name": "live", "status": "LIVE", "pid": pids["live"], "port": None, "uptime_s": live["uptime_s"],
+        "command": [sys.executable, "-c", SLEEPER], "log": str(statedir / "live" / "xprocess.log"),
+        "holders": [], "idle_stop_in_s": None, "idle_timeout_s": None, "lost_pids": [],
+    }  # fmt: skip
+    assert isinstance(live["uptime_s"], float) and live["uptime_s"] >= 0
+    assert dead["status"] == "DEAD" and dead["pid"] == pids["dead"] and dead["uptime_s"] is None
+    assert dead["command"] == live["command"] and dead["log"] == str(statedir / "dead" / "xprocess.log")
+    table = project.runpytest_subprocess("--xshow")  # the same rows
+    table.stdout.fnmatch_lines([f"dead *DEAD *{pids['dead']} *- *- *-", f"live *LIVE *{pids['live']} *- *"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--xshow", "--xjson", "dead"), ("--xjson", "--xshow", "dead"), ("--xshow", "dead", "--xjson"),
+     ("--xshow", "dead", "--xjson", "live")],
+)  # fmt: skip
+def test_names_may_follow_xjson(live_and_dead, args):
+    project, _ = live_and_dead
+    show = project.runpytest_subprocess(*args)
+    assert show.ret == 0
+    names = [p["name"] for p in json_of(show)["processes"]]  # type: ignore[attr-defined]
+    assert names == sorted(name for name in ("dead", "live") if name in args)
+
+
+def test_xkill_xjson_gives_each_result(live_and_dead):
+    project, pids = live_and_dead
+    kill = project.runpytest_subprocess("--xkill", "--xjson", "live", "dead")
+    assert kill.ret == 0
+    assert json_of(kill) == {
+        "version": 1,
+        "results": [
+            {"name": "live", "pid": pids["live"], "result": "TERMINATED"},
+            {"name": "dead", "pid": pids["dead"], "result": "NO PROCESS FOUND"},
+        ],
+    }
+    assert not alive(pids["live"])
+
+
+def test_xjson_with_nothing_recorded_is_an_empty_document_the_words_on_stderr(pytester_xp):
+    for option, key in (("--xshow", "processes"), ("--xkill", "results")):
+        result = pytester_xp.runpytest_subprocess(option, "--xjson")
+        assert result.ret == 0
+        assert json_of(result) == {"version": 1, key: []}
+        result.stderr.fnmatch_lines(["no processes recorded in *.xprocess"])
+
+
+@pytest.mark.parametrize("args", [("--xjson",), ("--xjson", "srv"), ("--xforget", "--xjson")])
+def test_xjson_without_xshow_or_xkill_is_a_usage_error(project, args):
+    result = project.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --xjson goes with --xshow or --xkill*"])
+    assert result.outlines == []
+
+
 @pytest.mark.skipif(not xprocess._PROC_FS, reason="a removed log is seen through /proc/<pid>/fd only (Linux)")
 @pytest.mark.parametrize("named", [False, True])
 def test_xshow_and_xkill_find_what_a_removed_state_directory_left(project, named):
@@ -247,6 +327,8 @@ def test_xshow_and_xkill_find_what_a_removed_state_directory_left(project, named
         ]
     )
     assert alive(pid)
+    [row] = json_of(project.runpytest_subprocess("--xshow", "--xjson", *names))["processes"]  # type: ignore[misc]
+    assert (row["name"], row["status"], row["pid"], row["lost_pids"]) == ("srv", "LIVE", pid, [pid])
     kill = project.runpytest_subprocess("--xkill", *names)
     assert kill.ret == 0
     kill.stdout.fnmatch_lines([f"{pid} srv TERMINATED"])
@@ -345,12 +427,14 @@ def test_a_start_after_a_stop_on_purpose_is_a_start_and_after_a_lost_record_says
     assert not alive(pid)
 
 
-@pytest.mark.parametrize("option", ["--xshow", "--xkill"])
-def test_unknown_name_is_an_error_not_a_traceback(project, option):
+@pytest.mark.parametrize("options", [("--xshow",), ("--xkill",), ("--xshow", "--xjson"), ("--xkill", "--xjson")])
+def test_unknown_name_is_an_error_not_a_traceback(project, options):
+    """With --xjson as without: stdout stays empty (no document: a script reads the exit status)."""
     project.runpytest_subprocess().assert_outcomes(passed=1)
-    result = project.runpytest_subprocess(option, "nope")
+    result = project.runpytest_subprocess(*options, "nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["xprocess: no process recorded as 'nope' in *"])
+    assert result.outlines == []
     assert "Traceback" not in result.stderr.str()
     assert alive(recorded_pid(project))
 

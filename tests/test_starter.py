@@ -4,6 +4,7 @@ in front of it), and the port a start is given."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -921,3 +922,155 @@ def test_a_kept_port_with_connections_in_time_wait_is_kept(xp):
     assert wait_for(lambda: time_waits(first.port)), "no TIME_WAIT left on the port: the test means nothing"
     second = xp.ensure("http", Http)
     assert second[0] != first[0] and second.port == first.port
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's, read here as a user would (``sysctl net.ipv4.ip_local_port_range``)."""
+    path = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if not path.exists():
+        return 49152, 65535
+    low, high = map(int, path.read_text().split())
+    return low, high
+
+
+def outside_ephemeral(port: int) -> bool:
+    low, high = ephemeral_range()
+    return 1024 < port < 65536 and not low <= port <= high
+
+
+def test_a_chosen_port_is_outside_the_ephemeral_range(xp, tmp_path):
+    """A port there may be taken by any outgoing connection between runs, or by port 0 binds; one
+    choice in a start and forty outside one (each random: enough to catch a range let in)."""
+    started = xp.ensure("http", Http)
+    assert outside_ephemeral(started.port), (started.port, ephemeral_range())
+    ports = [Http(tmp_path / "nowhere", xp).port for _ in range(40)]
+    assert all(map(outside_ephemeral, ports)), (sorted(ports), ephemeral_range())
+
+
+def test_a_port_kept_by_another_name_is_not_given_even_when_it_is_not_running(xp, monkeypatch):
+    """The search for a port starts at a random offset; here, forced to start at the port that
+    ``a`` keeps, while ``a`` is stopped and its port free, ``b`` must still look further."""
+    import random
+
+    a = xp.ensure("a", Http)
+    assert xp.getinfo("a").terminate() == 1
+    low, high = ephemeral_range()
+    offset = a.port - 1025 - (high - low + 1 if a.port > high else 0)  # the search's offset of that port
+    monkeypatch.setattr(random, "randrange", lambda count: offset)
+    b = xp.ensure("b", Http)
+    assert b.port != a.port and outside_ephemeral(b.port)
+    assert xp.ensure("a", Http).port == a.port  # and a still gets its own at its next start
+
+
+def test_a_name_choosing_its_port_waits_for_another_names_choice(xp, monkeypatch):
+    """The test holds the project's port lock as a name choosing port P would, then keeps P for
+    it: ``b``, whose search starts at P, waits for the lock and so sees P taken. (Without the
+    lock, ``b`` takes P in the second it is given here: a pause for a mutant, no assert of time.)"""
+    import random
+    import threading
+
+    low, high = ephemeral_range()
+    port = xprocess._new_port(set())
+    monkeypatch.setattr(random, "randrange", lambda count: port - 1025 - (high - low + 1 if port > high else 0))
+    (xp.statedir / "a").mkdir(mode=0o700, parents=True)
+    os.chmod(xp.statedir, 0o700)
+    lock = os.open(xp.statedir / xprocess._PORT_LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
+    started: list[object] = []
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        b = threading.Thread(target=lambda: started.append(xp.ensure("b", Http)))
+        b.start()
+        wait_for((xp.statedir / "b" / "port").exists, timeout=1.0)
+        (xp.statedir / "a" / "port").write_text(str(port))  # a's choice, made under the lock
+    finally:
+        os.close(lock)
+    b.join(60)
+    [ensured] = started
+    assert ensured.port != port  # type: ignore[attr-defined]
+
+
+def test_a_kept_port_in_the_ephemeral_range_is_replaced_at_the_next_start_and_told(xp, caplog):
+    """One an earlier version chose (it bound port 0): kept while its server runs, moved when it starts."""
+    low, high = ephemeral_range()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # free, and in the range (the kernel's own choice)
+        old = sock.getsockname()[1]
+    assert low <= old <= high
+    control = xp.statedir / "http"
+    control.mkdir(mode=0o700, parents=True)
+    os.chmod(xp.statedir, 0o700)
+    (control / "port").write_text(str(old))
+    started = xp.ensure("http", Http)
+    assert started.port != old and outside_ephemeral(started.port)
+    assert (control / "port").read_text() == str(started.port)
+    [told] = [r.getMessage() for r in caplog.records if "kept for" in r.getMessage()]
+    assert told == (
+        f"xprocess: port {old}, kept for 'http', is in the ephemeral range ({low}-{high}), which outgoing "
+        f"connections take ports from: it gets port {started.port}"
+    )
+
+
+def test_a_starter_that_reads_its_port_and_fails_leaves_nothing(xp):
+    """The port lock of the state directory and the name's port file go with a failed first start."""
+
+    class Missing(Http):
+        @property
+        def args(self) -> list[object]:
+            return ["no-such-program-xyz", self.port]
+
+    with pytest.raises(FileNotFoundError, match="'no-such-program-xyz' not found on PATH"):
+        xp.ensure("bad", Missing)
+    assert not xp.statedir.exists()
+
+
+SIXTEEN = 16
+
+
+def test_sixteen_names_started_together_under_xdist_get_sixteen_ports_kept_across_runs(pytester_xp):
+    """Each worker starts names at the same moment (the name locks keep only one name's starts
+    apart): every server must listen on a port of its own, the same one at the next cold start."""
+    pytester_xp.makeconftest(
+        textwrap.dedent(f"""
+        import sys, pytest
+        from xprocess import ProcessStarter
+
+        class Http(ProcessStarter):
+            @property
+            def args(self):
+                return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", self.port]
+
+            def startup_check(self):
+                return self.http_ok("/")
+
+        @pytest.fixture(params=range({SIXTEEN}))
+        def http(request, xprocess):
+            return xprocess.ensure(f"http{{request.param}}", Http)
+    """)
+    )
+    pytester_xp.makepyfile(
+        textwrap.dedent("""
+        import urllib.request
+
+        def test_serves(http):
+            print("PORT", http.port)
+            assert urllib.request.urlopen(f"http://127.0.0.1:{http.port}/", timeout=10).status == 200
+    """)
+    )
+
+    def ports() -> dict[str, int]:
+        statedir = pytester_xp.path / ".xprocess"
+        return {f"http{i}": XProcessInfo(statedir, f"http{i}").port for i in range(SIXTEEN)}  # type: ignore[misc]
+
+    result = pytester_xp.runpytest_subprocess("-n", "4")
+    result.assert_outcomes(passed=SIXTEEN)
+    first = ports()
+    assert len(set(first.values())) == SIXTEEN, first
+    assert all(map(outside_ephemeral, first.values())), first
+    for name, port in first.items():  # each really listens there, as its own
+        [holder] = [pid for pid, _ in xprocess._port_holders(port)]
+        assert holder == XProcessInfo(pytester_xp.path / ".xprocess", name).pid
+    assert pytester_xp.runpytest_subprocess("--xkill").ret == 0
+    again = pytester_xp.runpytest_subprocess("-n", "4")
+    again.assert_outcomes(passed=SIXTEEN)
+    again.stdout.no_fnmatch_line("*it gets port*")
+    assert ports() == first

@@ -3,6 +3,7 @@ sessions that keep a server from being pulled from under a session using it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -272,6 +273,24 @@ def test_xshow_and_xkill_name_the_holder(sessions):
     finally:
         code, out = finish_b(sessions.path, b)
     assert code != 0 and ("ProcessLookupError" in out or "NoSuchProcess" in out)  # B saw its server go
+
+
+@names_holders
+def test_xshow_xjson_lists_the_holder_and_xkill_xjson_overrides_it(sessions):
+    b, pid = start_b(sessions.path)
+    try:
+        show = run_a(sessions.path, "--xshow", "--xjson")
+        assert show.returncode == 0, show.stderr
+        [row] = json.loads(show.stdout)["processes"]
+        assert (row["name"], row["status"], row["pid"], row["holders"]) == ("srv", "LIVE", pid, [b.pid])
+        kill = run_a(sessions.path, "--xkill", "--xjson", "srv")
+        assert json.loads(kill.stdout) == {
+            "version": 1,
+            "results": [{"name": "srv", "pid": pid, "result": "TERMINATED"}],
+        }
+        assert not alive(pid)
+    finally:
+        finish_b(sessions.path, b)
 
 
 def test_user_terminate_is_immediate(sessions):
