@@ -26,6 +26,7 @@ import io
 import itertools
 import json
 import logging
+import operator
 import os
 import re
 import select
@@ -75,6 +76,7 @@ LOG_NAME = "xprocess.log"
 STATE_NAME = "state.jsonl"
 LOCK_NAME = "lock"
 PORT_NAME = "port"  # the port a starter read, kept for the next start
+DIGESTS_NAME = "config-digests"  # the digests of config_files' directories and patterns, by their files' stats
 KEPT_LOGS = 5  # logs of earlier starts kept beside the current one (xprocess.log.1 is the newest)
 TERMINATE_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 STATE_VERSION = 3  # 3: the log file (device, inode) is recorded: the proof of ownership
@@ -100,6 +102,13 @@ _POLL = 0.01  # wake-up interval where the OS gives no event for a log write or 
 # six characters as JSON ("\u0001"), and its args as long as the kernel takes: more is garbage.
 _MAX_STATE = 32 * 1024 * 1024
 _MAX_CONFIG = 16 * 1024 * 1024  # a config file is read whole for its digest: a bigger one is no config
+_MAX_TREE = 100_000  # entries a config_files directory or pattern may walk: more is the wrong directory
+# A file changed this recently may change again within its timestamp's tick, with the same stat:
+# its stat vouches for nothing yet, so it is hashed again next time (git's "racily clean").
+_RACY_NS = 2 * 10**9
+# Never walked for config_files: Python writes __pycache__ as the app runs (a restart each run).
+_SKIPPED_DIRS = frozenset({"__pycache__", STATE_DIR})
+_GLOB_MAGIC = re.compile(r"[*?[]")
 _TOKEN_RE = re.compile(r"[0-9a-f]{16}:[0-9a-f]{16}\Z")  # a marker: its prefix (project and name), start id
 _MARKER_BYTES = MARKER_ENV.encode() + b"="
 _PROC_FS = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
@@ -259,7 +268,7 @@ class ProcessStarter:
     popen_kwargs: Mapping[str, Any] = MappingProxyType({})
     terminate_on_interrupt: bool = False
     check_on_reuse: bool = True  # run startup_check once before a running process is reused
-    config_files: Sequence[str | os.PathLike[str]] = ()  # their contents are part of the configuration
+    config_files: Sequence[str | os.PathLike[str]] = ()  # files, directories, glob patterns: part of the configuration
     requires: Sequence[str] = ()  # names of processes that must run first; a restart of one restarts this
     idle_timeout: float | None = None  # stop it once no session held it this long (None here: the ini's)
 
@@ -403,7 +412,8 @@ class _Spec(SimpleNamespace):
     max_read_lines: int | None
     popen_kwargs: dict[str, Any]
     terminate_on_interrupt: bool
-    config_files: dict[str, str]  # each config file, as the starter names it: a digest of its content
+    config_files: dict[str, str]  # each entry, as the starter names it: a digest of its content (a tree's: its files')
+    config_changed: dict[str, tuple[str, str]]  # each tree changed since the cache's: (its digest then, what changed)
     requires: dict[str, str]  # each required name: the marker of its running process
     idle: float | None  # idle_timeout: not part of the fingerprint (a change alone restarts nothing)
 
@@ -488,11 +498,12 @@ def _read_starter(name: str, starter: Any, info: XProcessInfo, process: XProcess
     if max_lines is not None and (isinstance(max_lines, bool) or not isinstance(max_lines, int) or max_lines < 1):
         raise ValueError(f"{where}: max_read_lines must be None or a positive int, got {max_lines!r}")
     _check_executable(where, kwargs.get("executable", argv[0]), cwd, env)
+    files, changed = _config_digests(name, s.config_files, process.rootdir, info.controldir)
     return _Spec(
         args=argv, env=env, cwd=cwd, pattern=pattern, deferred=s if deferred else None, starter=s,
         check=check, steps=steps, check_on_reuse=bool(getattr(s, "check_on_reuse", True)), timeout=timeout,
         max_read_lines=max_lines, popen_kwargs=kwargs, terminate_on_interrupt=bool(s.terminate_on_interrupt),
-        config_files=_config_digests(name, s.config_files, process.rootdir),
+        config_files=files, config_changed=changed,
         requires=_required_starts(name, s.requires, process), idle=_idle_timeout(where, s, process),
     )  # fmt: skip
 
@@ -647,35 +658,261 @@ def _resolved(path: Path) -> Path:
     return path.resolve()
 
 
-def _config_digests(name: str, paths: object, rootdir: Path) -> dict[str, str]:
-    """A digest of each config file (relative: to the project; a link is followed), keyed by the
-    path as given; ``XProcessError`` if one is missing, unreadable, not a regular file or too big."""
-
+def _config_digests(
+    name: str, paths: object, rootdir: Path, controldir: Path
+) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """A digest of each ``config_files`` entry, keyed by the path as given (relative: to the
+    project): of a file's content (a link is followed); of a directory's or a glob pattern's
+    files, paths and contents (:func:`_tree_files`), through the digest cache of ``controldir``.
+    Also, for each tree whose digest changed since the cache's, (that digest, the first file
+    added, removed or changed). ``XProcessError`` if a file is missing, unreadable, not a regular
+    file or too big, or a tree too big; a pattern matching nothing is no error."""
     __tracebackhide__ = True
-    import hashlib
-
     where = f"xprocess {name!r}"
     if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Sequence):
         raise TypeError(f"{where}: config_files must be a list of paths, got {paths!r}")
-    digests = {}
+    digests, changed, cache = {}, {}, None  # (read only for a tree: most starters have none)
     for path in paths:
         given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
         if not isinstance(given, str) or not given or "\0" in given:
             raise TypeError(f"{where}: config_files items must be str or os.PathLike paths (no NUL), got {path!r}")
         full = rootdir / given  # an absolute path replaces rootdir
-        digest = hashlib.sha256()
+        if full.is_dir() or (_GLOB_MAGIC.search(given) and not os.path.lexists(full)):  # a file named so is a file
+            cache = cache or _DigestCache(controldir / DIGESTS_NAME)
+            digest = cache.unchanged(given, rootdir)
+            if digest is None:
+                digest, change = cache.digest(name, given, *_tree_files(name, given, full, rootdir))
+                if change is not None:
+                    changed[given] = change
+            digests[given] = digest
+        else:
+            digests[given] = _file_digest(name, given, full)
+    if cache is not None:
+        cache.save()
+    return digests, changed
+
+
+def _file_digest(name: str, given: str, full: Path | str) -> str:
+    """The digest of one config file's content, else ``XProcessError`` naming it."""
+    __tracebackhide__ = True
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(_open_checked(full, follow=True), "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                if f.tell() > _MAX_CONFIG:
+                    raise OSError(errno.EFBIG, f"it is bigger than {_MAX_CONFIG >> 20} MiB")
+                digest.update(chunk)
+    except OSError as exc:
+        raise XProcessError(
+            f"xprocess {name!r}: its config file {given!r} ({full}) cannot be read: {exc.strerror or exc}", name=name
+        ) from None
+    return digest.hexdigest()[:16]
+
+
+def _tree_files(
+    name: str, given: str, full: Path, rootdir: Path
+) -> tuple[list[tuple[str, str, os.stat_result]], list[tuple[str, os.stat_result | None]]]:
+    """The regular files a ``config_files`` directory or glob pattern names, sorted, as (path as
+    named from the entry, full path, stat), and the directories listed to find them (path as
+    named, ending in "/", and stat). A directory: every file under it. A pattern: ``**``
+    any directories, ``*``, ``?`` and ``[...]`` within a name, as ``glob.glob(recursive=True)``:
+    a wildcard does not match a leading dot. A link to a file is followed; a link to a directory
+    is not (a loop cannot hang the walk); ``__pycache__`` and ``.xprocess`` are never entered, nor,
+    unless a pattern names one, any directory starting with a dot (.git, .venv, caches)."""
+    __tracebackhide__ = True
+    match, depth, dots, prefix = None, None, False, given.rstrip("/") + "/"
+    if not full.is_dir():
+        parts = given.split("/")
+        first = next(i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part))
+        base, rest = "/".join(parts[:first]) or ("/" if given.startswith("/") else ""), parts[first:]
+        full, prefix = rootdir / base, base.rstrip("/") + "/" if base else ""
+        match = re.compile(re.escape(prefix) + _glob_regex(rest)).fullmatch
+        depth = None if "**" in rest else len(rest)
+        dots = any(part.startswith(".") for part in rest)
+    found: list[tuple[str, str, os.stat_result]] = []
+    listed: list[tuple[str, os.stat_result | None]] = []
+    seen, stack = 0, [(str(full), prefix, 1)]
+    while stack:
+        top, named, level = stack.pop()
         try:
-            with open(_open_checked(full, follow=True), "rb") as f:
-                for chunk in iter(lambda: f.read(_CHUNK), b""):
-                    if f.tell() > _MAX_CONFIG:
-                        raise OSError(errno.EFBIG, f"it is bigger than {_MAX_CONFIG >> 20} MiB")
-                    digest.update(chunk)
+            listed.append((named or ".", os.stat(top)))  # entries added, removed or renamed change it
+            with os.scandir(top) as listing:
+                entries = list(listing)
+        except (FileNotFoundError, NotADirectoryError):  # removed meanwhile; a pattern's base that is not there
+            listed.append((named or ".", None))  # (nothing says when it is made: the tree is walked each time)
+            continue
         except OSError as exc:
             raise XProcessError(
-                f"{where}: its config file {given!r} ({full}) cannot be read: {exc.strerror or exc}", name=name
+                f"xprocess {name!r}: its config_files entry {given!r} cannot be read: {top}: {exc.strerror or exc}",
+                name=name,
             ) from None
-        digests[given] = digest.hexdigest()[:16]
-    return digests
+        seen += len(entries)
+        if seen > _MAX_TREE:
+            raise XProcessError(
+                f"xprocess {name!r}: its config_files entry {given!r} walks more than {_MAX_TREE:,} files: "
+                "name fewer (a pattern such as 'src/**/*.py')",
+                name=name,
+            )
+        for entry in entries:  # (a reuse's loop: one stat per file)
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in _SKIPPED_DIRS and (dots or entry.name[0] != ".") and level != depth:
+                    stack.append((entry.path, f"{named}{entry.name}/", level + 1))
+                continue
+            path = named + entry.name
+            if match is not None and not match(path):
+                continue
+            try:
+                st = entry.stat()  # a link to a file is followed
+            except OSError:  # a dangling link, a link loop, removed meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((path, entry.path, st))
+    found.sort()  # (paths are unique: the stats are never compared)
+    return found, listed
+
+
+def _glob_regex(parts: list[str]) -> str:
+    """The regular expression of a glob pattern's ``/``-separated ``parts`` (see :func:`_tree_files`)."""
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(r"(?:(?!\.)[^/]+/)*" + (r"(?!\.)[^/]+" if last else ""))
+            continue
+        out.append("" if part.startswith(".") else r"(?!\.)")
+        for token in re.findall(r"\[!?\]?[^]]*\]|.", part):
+            if token == "*":
+                out.append("[^/]*")
+            elif token == "?":
+                out.append("[^/]")
+            elif len(token) > 2 and token[0] == "[":
+                out.append("[" + ("^" + token[2:-1] if token[1] == "!" else token[1:-1]).replace("\\", "\\\\") + "]")
+            else:
+                out.append(re.escape(token))
+        out.append("" if last else "/")
+    return "".join(out)
+
+
+class _DigestCache:
+    """What a stat can vouch for, kept in the control directory between runs (``DIGESTS_NAME``).
+    The first line, all a reuse with nothing changed reads: of each directory or pattern of
+    ``config_files``, its digest, the directories listed and the files found, and a stamp of
+    their stats (None while one changed too recently to vouch for it): a stat of each, and no
+    walk, tells it unchanged. The second: each file's stat and digest, read once a stamp differs:
+    the tree is walked again, and only files whose stat changed are hashed. A file that cannot
+    be read or holds anything else is an empty cache (every file is hashed); one that cannot be
+    written is no error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.dirty = path, False
+        self.stamps: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self._rest, self._files = b"", None  # type: tuple[bytes, dict[str, Any] | None]
+        with contextlib.suppress(OSError, ValueError, RecursionError):
+            with open(_open_checked(path, owned=True), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                head, _, self._rest = f.read(size if size <= _MAX_STATE else 0).partition(b"\n")
+            record = json.loads(head)
+            if isinstance(record, dict) and record.get("version") == 1 and isinstance(record.get("stamps"), dict):
+                self.stamps = record["stamps"]
+
+    def files(self) -> dict[str, Any]:
+        """The second line: each tree's files, each as [st_mtime_ns, st_size, st_ino, st_ctime_ns, digest]."""
+        if self._files is None:
+            self._files = {}
+            with contextlib.suppress(ValueError, RecursionError):
+                files = json.loads(self._rest.partition(b"\n")[0])
+                self._files = files if isinstance(files, dict) else {}
+        return self._files
+
+    def unchanged(self, given: str, rootdir: Path) -> str | None:
+        """The cached digest of the tree ``given`` if a stat of each directory listed and of each
+        file found then vouches for it, without a walk; else None."""
+        held = self.stamps.get(given)
+        with contextlib.suppress(OSError, TypeError, ValueError):  # a tree not held, or a file gone since
+            stamp, digest, dirs, files = held  # type: ignore[misc]
+            if not (isinstance(stamp, str) and isinstance(digest, str)):
+                return None
+            fd = os.open(rootdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:  # (paths relative to an open directory: half the cost of each stat)
+                dir_stats = [os.stat(d, dir_fd=fd) for d in dirs]
+                if stamp == _stamp(dir_stats, (os.stat(f, dir_fd=fd) for f in files)):
+                    self.used.add(given)
+                    return digest
+            finally:
+                os.close(fd)
+        return None
+
+    def digest(
+        self,
+        name: str,
+        given: str,
+        files: list[tuple[str, str, os.stat_result]],
+        dirs: list[tuple[str, os.stat_result | None]],
+    ) -> tuple[str, tuple[str, str] | None]:
+        """The digest of the tree ``given`` (its ``files`` and ``dirs``, from :func:`_tree_files`),
+        hashing the files whose stat changed, and if it changed since the cache's: (the cache's
+        digest, what changed first)."""
+        __tracebackhide__ = True
+        import hashlib
+
+        self.used.add(given)
+        old = self.stamps.get(given)
+        old = old if isinstance(old, list) and len(old) == 4 and isinstance(old[1], str) else None
+        before = self.files().get(given)
+        before = before if isinstance(before, dict) else {}
+        entries: dict[str, list[Any]] = {}
+        racy = time.time_ns() - _RACY_NS
+        for path, full, st in files:
+            key = [st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns]
+            was = before.get(path)
+            if isinstance(was, list) and len(was) == 5 and was[:4] == key and isinstance(was[4], str):
+                digest = was[4]
+            else:
+                digest = _file_digest(name, path, full)
+            entries[path] = [*key, digest] if max(key[0], key[3]) < racy else [None, None, None, None, digest]
+        digest = hashlib.sha256("\n".join(f"{p}\0{e[4]}" for p, e in entries.items()).encode()).hexdigest()[:16]
+        fresh = all(st is not None and max(st.st_mtime_ns, st.st_ctime_ns) < racy for _, st in dirs) and all(
+            e[0] is not None for e in entries.values()
+        )
+        stamp = _stamp([st for _, st in dirs if st is not None], [st for _, _, st in files]) if fresh else None
+        self.stamps[given] = [stamp, digest, [d for d, _ in dirs], list(entries)]
+        self.files()[given], self.dirty = entries, True
+        if old is None or old[1] == digest:
+            return digest, None
+        then = {p: e[4] for p, e in before.items() if isinstance(e, list) and e}
+        return digest, (old[1], _first_change(then, {p: e[4] for p, e in entries.items()}))
+
+    def save(self) -> None:
+        """Write the cache of the trees used, if one changed (a file this big is not written)."""
+        if not self.dirty:
+            return
+        files = self.files()
+        head = {"version": 1, "stamps": {k: self.stamps[k] for k in self.used}}
+        data = f"{json.dumps(head)}\n{json.dumps({k: files.get(k, {}) for k in self.used})}\n".encode()
+        if len(data) <= _MAX_STATE:
+            with contextlib.suppress(OSError):
+                _write_private(self.path, data)
+
+
+def _stamp(dirs: Iterable[os.stat_result], files: Iterable[os.stat_result]) -> str:
+    """What a stat says of a tree's directories and files (hash() of ints is the same in every process)."""
+    dir_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_ctime_ns", "st_ino"), dirs))
+    file_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns"), files))
+    return f"{hash((dir_keys, file_keys)) & 2**64 - 1:x}"
+
+
+def _first_change(before: dict[str, str], after: dict[str, str]) -> str:
+    """The first file, by path, added, removed or changed from ``before`` to ``after``, and how many more."""
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if not changed:
+        return ""
+    first = changed[0]
+    how = "added" if first not in before else "removed" if first not in after else "changed"
+    more = f", and {len(changed) - 1} more file{'s' if len(changed) > 2 else ''}" if len(changed) > 1 else ""
+    return f"{first} {how}{more}"
 
 
 def _required_starts(name: str, names: object, process: XProcess) -> dict[str, str]:
@@ -989,6 +1226,8 @@ def _undo_on_error(created: list[Path]) -> Iterator[None]:
                     for made in (".gitignore", _PORT_LOCK):  # the port lock: a starter read its port
                         with contextlib.suppress(FileNotFoundError):
                             (path / made).unlink()
+                if (path / DIGESTS_NAME).is_file():  # config_files read, then another check failed
+                    (path / DIGESTS_NAME).unlink()
                 if path.is_dir():
                     path.rmdir()
                 elif path.name != ".gitignore":
@@ -3548,7 +3787,13 @@ def _why_start(old: _Recorded, spec: _Spec, restart: bool, crashed: str) -> str 
         # a required process whose start changed restarted since: say that, not "configuration"
         required = [k for k in changed if k.startswith("requires ") and k in state.fingerprint and k in new]
         reasons = [f"{k[9:]} restarted" for k in required]
-        others = [k for k in changed if k not in required]
+        named = {}  # a tree's first changed file, if the digest cache held the tree this start recorded
+        for k in changed:
+            before, what = spec.config_changed.get(k[12:], ("", "")) if k.startswith("config file ") else ("", "")
+            if what and state.fingerprint.get(k) == _digest(before):
+                named[k] = what
+        reasons += dict.fromkeys(named.values())  # (a file two entries match is named once)
+        others = [k for k in changed if k not in required and k not in named]
         if others or not reasons:
             reasons.append(f"its configuration changed ({', '.join(others)})")
         return "; ".join(reasons)

@@ -30,6 +30,7 @@ WARM_MB = int(os.environ.get("BENCH_WARM_MB", "100"))
 XKILL_COUNT = int(os.environ.get("BENCH_XKILL_COUNT", "20"))
 XKILL_STUBBORN = int(os.environ.get("BENCH_XKILL_STUBBORN", "2"))  # of them ignore SIGTERM
 BUSY = int(os.environ.get("BENCH_BUSY", "1000"))  # unrelated processes on the machine
+TREE_FILES = int(os.environ.get("BENCH_TREE_FILES", "2000"))  # in directories of 20, 10 of them a package
 
 # The ready line carries the child's time.monotonic() (one clock for all processes on Linux).
 READY = "print('ready', repr(time.monotonic()), flush=True)"
@@ -150,6 +151,32 @@ def test_warm_reuse_checked(xp):
         t0 = time.perf_counter()
         xp("checked", Starter)
         record("warm_reuse_checked", ms=(time.perf_counter() - t0) * 1000)
+
+
+def test_warm_reuse_tree(xp):
+    """Reuse of a real ``python -m http.server`` whose ``config_files`` is a directory of
+    TREE_FILES files that does not change: this project checks a stat of each file and directory
+    against what it cached; pytest-xprocess has no config_files (it ignores the attribute)."""
+    tree = os.path.join(os.getcwd(), "tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    for i in range(TREE_FILES):
+        package = os.path.join(tree, f"pkg{i // 200}", f"mod{i // 20}")
+        os.makedirs(package, exist_ok=True)
+        with open(os.path.join(package, f"file{i % 20}.py"), "w") as f:
+            f.write(f"x = {i}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    Starter = starter("", pattern="Serving HTTP", args=args, config_files=["tree"])
+    xp("tree", Starter, restart=True)
+    time.sleep(2.1)  # a file changed in the last 2 s is hashed at each reuse: its stat cannot vouch for it yet
+    xp("tree", Starter)  # (that reuse hashes them once more, and caches what their stats say)
+    for _ in range(REPEAT * 10):
+        t0 = time.perf_counter()
+        xp("tree", Starter)
+        record("warm_reuse_tree", ms=(time.perf_counter() - t0) * 1000)
+    shutil.rmtree(tree)
 
 
 def test_busy_machine(xp, xprocess):

@@ -4,9 +4,9 @@ test named beside it must fail on that copy (it passes on the real one).
     python tests/mutate.py            # all of them; exit status 1 if one survives
     python tests/mutate.py -k flags   # only those whose description or test contains "flags"
 
-The list holds the audits of issues 13, 20, 26 and 32 (the mutations no test caught then), kept
-so they can be rerun, two at a time. Those of the functions tests/mutants.py mutates are left to
-it: the table-driven tests catch each of them (issue 27). The mutated copy is what the test
+The list holds the audits of issues 13, 20, 26 and 32 (the mutations no test caught then) and
+decisions of issue 30, kept so they can be rerun, two at a time. Those of the functions
+tests/mutants.py mutates are left to it: the table-driven tests catch each of them (issue 27). The mutated copy is what the test
 imports, and what every Python it starts imports too (child pytest runs, pid namespace scripts):
 its directory comes first on their PYTHONPATH.
 """
@@ -536,6 +536,19 @@ MUTATIONS = [
         "    messages = sys.stderr if as_json is not None else sys.stdout",
         "    messages = sys.stdout",
         "tests/test_plugin.py::test_xjson_with_nothing_recorded_is_an_empty_document_the_words_on_stderr",
+    ),
+    # issue 30: source-aware restarts
+    (
+        "issue 30: config_files walks enter __pycache__",
+        '_SKIPPED_DIRS = frozenset({"__pycache__", STATE_DIR})',
+        "_SKIPPED_DIRS = frozenset({STATE_DIR})",
+        "tests/test_starter.py::test_a_tree_leaves_out_pycache_and_hidden_directories",
+    ),
+    (
+        "issue 30: a config tree's stamp leaves out its directories (a file added to one goes unseen)",
+        '    dir_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_ctime_ns", "st_ino"), dirs))\n',
+        "    dir_keys = ()\n",
+        "tests/test_starter.py::test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch",
     ),
 ]
 

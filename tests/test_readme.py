@@ -1,10 +1,11 @@
 """Every code block of README.rst, run: no snippet there can rot.
 
 How a block is read (``readme_blocks``): a literal block (after ``::``) or a ``.. code-block::``
-whose first line is ``# NAME.py`` (or ``.ini``/``.cfg``/``.toml``) is that file of the project
-of its section (the quick start, each recipe); a block whose first line starts with ``$ `` is a
-shell session: ``$ command`` lines, each followed by the output it shows. Any other block fails
-``test_every_block_is_covered``, as does a command or a project no test here runs.
+whose first line is ``# NAME.py`` (or ``.ini``/``.cfg``/``.toml``; under a directory too:
+``# src/app.py``) is that file of the project of its section (the quick start, each recipe); a
+block whose first line starts with ``$ `` is a shell session: ``$ command`` lines, each followed
+by the output it shows. Any other block fails ``test_every_block_is_covered``, as does a command
+or a project no test here runs.
 
 - ``test_project``: each project's files in a fresh pytester project, run twice (the first run
   starts its servers, the second reuses the very same processes), then ``--xkill``.
@@ -38,7 +39,7 @@ from xprocess import XProcessInfo
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.rst"
 
-FILE_RE = re.compile(r"# ([\w.-]+\.(?:py|ini|cfg|toml))$")
+FILE_RE = re.compile(r"# ((?:[\w.-]+/)*[\w.-]+\.(?:py|ini|cfg|toml))$")  # under a directory too (src/app.py)
 
 # the projects of the README (section title -> the server program each needs, None: only Python)
 PROJECTS: dict[str, str | None] = {
@@ -48,6 +49,7 @@ PROJECTS: dict[str, str | None] = {
     "nginx": "nginx",
     "memcached": "memcached",
     "Config files, processes that need others, and crashes": None,
+    "An app restarted when its source changes": None,
 }
 
 # shell commands of the README outside the projects, and the test that checks each
@@ -156,6 +158,7 @@ def reachable_by_other_users(path: Path) -> None:
 def write_project(pytester: pytest.Pytester, section: str, where: Path | None = None) -> dict[str, str]:
     files = project_files(section)
     for name, source in files.items():
+        ((where or pytester.path) / name).parent.mkdir(parents=True, exist_ok=True)
         ((where or pytester.path) / name).write_text(source, encoding="utf-8")
     if os.geteuid() == 0 and where is None:
         reachable_by_other_users(pytester.path)
@@ -263,6 +266,21 @@ def test_an_edit_of_the_nginx_recipes_template_restarts_nginx(pytester_xp: pytes
     again.assert_outcomes(passed=1)  # the new configuration answers
     again.stdout.fnmatch_lines(["nginx: restarted in * s (its configuration changed (config file */nginx.conf))"])
     assert XProcessInfo(pytester_xp.path / ".xprocess", "nginx").pid != pid
+
+
+def test_an_edit_under_the_app_recipes_src_restarts_the_app(pytester_xp: pytest.Pytester) -> None:
+    """Issue 30: the app's source is part of its configuration; the summary names the file."""
+    files = write_project(pytester_xp, "An app restarted when its source changes")
+    run(pytester_xp).assert_outcomes(passed=1)
+    pid = XProcessInfo(pytester_xp.path / ".xprocess", "app").pid
+    for name in ("src/app.py", "test_app.py"):
+        edited = files[name].replace("hello from", "hello again from")
+        assert edited != files[name]
+        (pytester_xp.path / name).write_text(edited, encoding="utf-8")
+    again = run(pytester_xp)
+    again.assert_outcomes(passed=1)  # the new code answers
+    again.stdout.fnmatch_lines(["app: restarted in * s (src/app.py changed)"])
+    assert XProcessInfo(pytester_xp.path / ".xprocess", "app").pid != pid
 
 
 # --- what the README shows is what pytest prints ---

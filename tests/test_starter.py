@@ -397,8 +397,8 @@ def test_a_missing_config_file_is_an_error_before_anything_is_stopped(xp, tmp_pa
     with pytest.raises(XProcessError, match=r"xprocess 'app': its config file 'app.conf' .* cannot be read"):
         xp.ensure("app", Starter)
     assert xp.getinfo("app").isrunning() and xp.getinfo("app").pid == pid
-    conf.mkdir()
-    with pytest.raises(XProcessError, match=r"'app\.conf'.*cannot be read: Is a directory"):
+    os.mkfifo(conf)  # (a directory in its place is a tree of files: test_a_tree_...)
+    with pytest.raises(XProcessError, match=r"'app\.conf'.*cannot be read: it is not a regular file"):
         xp.ensure("app", Starter)
     assert xp.getinfo("app").isrunning()
 
@@ -416,6 +416,214 @@ def test_config_files_of_the_wrong_type(xp, bad, words):
     with pytest.raises(TypeError, match=re.escape(words)):
         xp.ensure("app", starter(SLEEPER, config_files=bad))
     assert not xp.getinfo("app").controldir.exists()
+
+
+# An app whose code is under src/ (a package and the script that serves it), answering GET / with
+# what src/app/views.py says; running it writes src/app/__pycache__, which must not restart it.
+APP_SOURCES = {
+    "src/serve.py": """
+        import http.server, os, sys
+        sys.path.insert(0, os.path.dirname(__file__))
+        from app import views
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = views.page().encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+        print("serving", flush=True)
+        server.serve_forever()
+    """,
+    "src/app/__init__.py": "",
+    "src/app/views.py": "def page():\n    return 'first page'\n",
+}
+
+APP_CONFTEST = """
+import os, sys, pytest
+from xprocess import ProcessStarter
+
+class App(ProcessStarter):
+    pattern = "serving"
+    config_files = ["src"]  # every file under it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # it writes src/app/__pycache__
+
+    @property
+    def args(self):
+        return [sys.executable, self.process.rootdir / "src" / "serve.py", self.port]
+
+@pytest.fixture
+def app(xprocess):
+    return xprocess.ensure("app", App).port
+"""
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+
+
+def test_an_edit_under_src_restarts_the_app_and_the_summary_names_the_file(pytester_xp):
+    """Issue 30: a web app started from src/ was reused after src/app/views.py changed."""
+    write_tree(pytester_xp.path, APP_SOURCES)
+    pytester_xp.makeconftest(APP_CONFTEST)
+    pytester_xp.makepyfile(
+        """
+        import urllib.request
+        from pathlib import Path
+
+        def test_page(app):
+            with urllib.request.urlopen(f"http://127.0.0.1:{app}/", timeout=5) as page:
+                assert page.read().decode() == Path("want.txt").read_text()
+        """
+    )
+
+    def run(page: str) -> pytest.RunResult:
+        (pytester_xp.path / "want.txt").write_text(page)
+        result = pytester_xp.runpytest_subprocess()
+        result.assert_outcomes(passed=1)
+        return result
+
+    run("first page").stdout.fnmatch_lines(["app: started in *"])
+    assert (pytester_xp.path / "src" / "app" / "__pycache__").is_dir()  # written by the app's import
+    run("first page").stdout.fnmatch_lines(["xprocess: reused app"])
+    (pytester_xp.path / "src" / "app" / "views.py").write_text("def page():\n    return 'second page'\n")
+    run("second page").stdout.fnmatch_lines(["app: restarted in * s (src/app/views.py changed)"])
+    run("second page").stdout.fnmatch_lines(["xprocess: reused app"])
+
+
+def restarted(xp, caplog, Starter) -> str | None:
+    """Why ``ensure()`` restarted "app" (as logged), or None: it reused it."""
+    pid = xp.getinfo("app").pid
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xprocess"):
+        assert xp.ensure("app", Starter)[0] > 0
+    if xp.getinfo("app").pid == pid:
+        return None
+    [why] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("xprocess 'app' restarted: ")]
+    return why.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("racy", [xprocess._RACY_NS, 0], ids=["walked", "stamped"])
+def test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch(
+    xp, tmp_path, caplog, monkeypatch, racy
+):
+    """Walked: every file was changed just now, so each reuse walks the tree again. Stamped:
+    every stat vouches for its file, so a reuse stats each directory and file it found, no walk."""
+    monkeypatch.setattr(xprocess, "_RACY_NS", racy)
+    write_tree(tmp_path, {"src/a.py": "a = 1\n", "src/pkg/b.py": "b = 1\n"})
+    Starter = starter(SLEEPER, config_files=["src"])
+    xp.ensure("app", Starter)
+    assert restarted(xp, caplog, Starter) is None
+    os.utime(tmp_path / "src" / "a.py", (0, 0))  # touched, rewritten the same: the contents decide
+    (tmp_path / "src" / "pkg" / "b.py").write_text("b = 1\n")
+    assert restarted(xp, caplog, Starter) is None
+    (tmp_path / "src" / "pkg" / "c.py").write_text("")  # an empty file is a file too
+    assert restarted(xp, caplog, Starter) == "src/pkg/c.py added"
+    (tmp_path / "src" / "a.py").unlink()
+    assert restarted(xp, caplog, Starter) == "src/a.py removed"
+    (tmp_path / "src" / "pkg" / "b.py").write_text("b = 2\n")
+    (tmp_path / "src" / "pkg" / "c.py").write_text("c = 2\n")
+    assert restarted(xp, caplog, Starter) == "src/pkg/b.py changed, and 1 more file"
+    assert restarted(xp, caplog, Starter) is None
+
+
+def test_a_glob_takes_the_files_it_matches_and_may_match_none(xp, tmp_path, caplog):
+    Starter = starter(SLEEPER, config_files=["src/**/*.py", str(tmp_path / "etc" / "*.conf")])
+    xp.ensure("app", Starter)  # nothing matches either: no error
+    write_tree(tmp_path, {"src/notes.txt": "", "src/.hidden/x.py": "", "etc/sub/a.conf": "", "src.py": ""})
+    assert restarted(xp, caplog, Starter) is None  # what matches neither pattern
+    (tmp_path / "src" / "app.py").write_text("")  # ** matches no directory too
+    assert restarted(xp, caplog, Starter) == "src/app.py added"
+    (tmp_path / "etc" / "b.conf").write_text("")  # absolute
+    assert restarted(xp, caplog, Starter) == f"{tmp_path}/etc/b.conf added"
+    (tmp_path / "src" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "src" / "deep" / "er" / "c.py").write_text("")
+    assert restarted(xp, caplog, Starter) == "src/deep/er/c.py added"
+
+
+def test_a_tree_leaves_out_pycache_and_hidden_directories(xp, tmp_path, caplog):
+    """Python writes __pycache__ as the app runs: it would restart it every run. The project
+    directory itself as a tree: .xprocess, written by every ensure(), is left out too."""
+    write_tree(tmp_path, {"src/a.py": "", "src/__pycache__/a.cpython-311.pyc": "1"})
+    Starter = starter(SLEEPER, config_files=["src", "."])
+    xp.ensure("app", Starter)
+    (tmp_path / "src" / "__pycache__" / "a.cpython-311.pyc").write_text("2")
+    (tmp_path / "src" / "__pycache__" / "b.cpython-311.pyc").write_text("")
+    write_tree(tmp_path, {".git/index": "", ".venv/lib/x.py": ""})
+    assert restarted(xp, caplog, Starter) is None
+    (tmp_path / ".env").write_text("")  # a hidden file is a file
+    assert restarted(xp, caplog, Starter) == "./.env added"
+
+
+def test_a_corrupt_digest_cache_means_hashing_again(xp, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(xprocess, "_RACY_NS", 0)  # every stat vouches for its file: a reuse reads the first line only
+    write_tree(tmp_path, {"src/a.py": "a = 1\n", "src/b.py": "b = 1\n"})
+    Starter = starter(SLEEPER, config_files=["src"])
+    xp.ensure("app", Starter)
+    cache = xp.getinfo("app").controldir / xprocess.DIGESTS_NAME
+    assert restarted(xp, caplog, Starter) is None
+    (tmp_path / "src" / "a.py").write_text("a = 22\n")  # a stamp held: the stats must be in it
+    assert restarted(xp, caplog, Starter) == "src/a.py changed"
+    head = cache.read_bytes().split(b"\n")[0]
+    for garbage in (b"\0garbage", b"[1]\n", b'{"version": 1, "stamps": {"src": [1, 2]}}\n[]', head + b"\n{\n"):
+        cache.write_bytes(garbage)
+        assert restarted(xp, caplog, Starter) is None
+    cache.unlink()
+    cache.symlink_to(tmp_path / "src" / "a.py")  # never followed, nor written through
+    assert restarted(xp, caplog, Starter) is None
+    assert (tmp_path / "src" / "a.py").read_text() == "a = 22\n"
+    cache.unlink()
+    (tmp_path / "src" / "b.py").write_text("b = 2\n")  # no cache: which file changed is not known
+    assert restarted(xp, caplog, Starter) == "its configuration changed (config file src)"
+
+
+def test_links_in_a_tree_files_followed_directories_not(xp, tmp_path, caplog):
+    """A link loop does not hang the walk; a link to a file outside counts with its content."""
+    write_tree(tmp_path, {"src/a.py": "", "outside/conf.py": "x = 1\n", "outside/deep/d.py": ""})
+    (tmp_path / "src" / "loop").symlink_to(tmp_path / "src")
+    (tmp_path / "src" / "outer").symlink_to(tmp_path / "outside")
+    (tmp_path / "src" / "self").symlink_to(tmp_path / "src" / "self")
+    (tmp_path / "src" / "dangling").symlink_to(tmp_path / "missing")
+    (tmp_path / "src" / "conf.py").symlink_to(tmp_path / "outside" / "conf.py")
+    Starter = starter(SLEEPER, config_files=["src", "src/**/*.py"])
+    xp.ensure("app", Starter)
+    (tmp_path / "outside" / "deep" / "d.py").write_text("not under src/")
+    assert restarted(xp, caplog, Starter) is None
+    (tmp_path / "outside" / "conf.py").write_text("x = 2\n")
+    assert restarted(xp, caplog, Starter) == "src/conf.py changed"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["src/*.py", "src/**/*.py", "src/**", "**/*.conf", "src/?.py", "src/[ab].py", "src/[!ab].py", "src/.*",
+     "src/*/x[0-9].txt", "src/**/b/*", "*/*/*.py", "src/.hidden/*"],
+)  # fmt: skip
+def test_a_pattern_matches_the_files_glob_does(tmp_path, monkeypatch, pattern):
+    import glob
+
+    write_tree(tmp_path, {name: "" for name in [
+        "a.conf", "src/a.py", "src/b.py", "src/c.py", "src/ab.py", "src/.d.py", "src/.e", "src/x.conf",
+        "src/p/q.py", "src/p/x1.txt", "src/p/x12.txt", "src/p/b/r.py", "src/b/s.txt", "src/.hidden/t.py",
+        "src/.hidden/u/v.py", "etc/y.conf", "etc/z/w.conf",
+    ]})  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    files, _ = xprocess._tree_files("app", pattern, tmp_path / pattern, tmp_path)
+    assert [path for path, _, _ in files] == sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+def test_a_tree_of_too_many_files_is_an_error_before_anything_is_stopped(xp, tmp_path, monkeypatch):
+    write_tree(tmp_path, {f"src/{i}.py": "" for i in range(11)})
+    xp.ensure("app", starter(SLEEPER))
+    pid = xp.getinfo("app").pid
+    monkeypatch.setattr(xprocess, "_MAX_TREE", 10)
+    with pytest.raises(XProcessError, match=r"^xprocess 'app': its config_files entry 'src' walks more than 10 files"):
+        xp.ensure("app", starter(SLEEPER, config_files=["src"]))
+    assert xp.getinfo("app").pid == pid and xp.getinfo("app").isrunning()
 
 
 def test_a_starter_without_config_files_or_requires_keeps_its_fingerprint(xp):
