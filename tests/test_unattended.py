@@ -39,7 +39,8 @@ def srv(xprocess):
     return xprocess.ensure("srv", Starter)
 """
 
-# the test tells its server's pid, then waits to be ended (or ends pytest itself, END=exit)
+# the test tells its server's pid, then waits to be ended (SLEEP seconds at most, or until a file
+# "release" is made), or ends pytest itself (END)
 TEST = """
 import os, pathlib, time
 def test_a(srv):
@@ -49,7 +50,9 @@ def test_a(srv):
     if os.environ.get("END") == "crash":  # the interpreter itself dies: SIGSEGV
         import faulthandler
         faulthandler._sigsegv()
-    time.sleep(float(os.environ.get("SLEEP", "600")))
+    deadline = time.monotonic() + float(os.environ.get("SLEEP", "600"))
+    while time.monotonic() < deadline and not pathlib.Path("release").exists():
+        time.sleep(0.01)
 """
 
 
@@ -61,7 +64,8 @@ def project(pytester, extra: str = "") -> Path:
 
 def start(path: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], int]:
     """pytest in ``path`` (a process group of its own), once its test holds srv; and srv's pid."""
-    (path / "pid").unlink(missing_ok=True)
+    for made in ("pid", "release"):
+        (path / made).unlink(missing_ok=True)
     run = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=path,
@@ -235,8 +239,9 @@ def test_a_sigterm_handler_of_the_suite_is_left_alone_and_the_watchdog_still_sto
 
 def test_a_normal_end_in_stop_mode_leaves_no_watchdog(pytester_xp):
     path = project(pytester_xp)
-    run, pid = start(path, "--xstop", SLEEP="0")
+    run, pid = start(path, "--xstop")
     (dog,) = watchdogs(path)
+    (path / "release").touch()
     out = run.communicate(timeout=60)[0]
     assert run.returncode == 0, out
     assert "srv: started in " in out and ", terminated at end" in out
