@@ -546,8 +546,11 @@ MUTATIONS = [
     ),
     (
         "issue 30: a config tree's stamp leaves out its directories (a file added to one goes unseen)",
-        '    dir_keys = tuple(map(operator.attrgetter("st_mtime_ns", "st_ctime_ns", "st_ino"), dirs))\n',
-        "    dir_keys = ()\n",
+        "        stats = [st for _, st in dirs if st is not None] + [st for _, _, st in files]\n"
+        "        stamp = _stamp(stats) if fresh else None  # (one string of the paths: a quarter of the JSON's cost)\n"
+        '        self.stamps[given] = [stamp, digest, "\\n".join([*(d for d, _ in dirs), *entries])]\n',
+        "        stamp = _stamp([st for _, _, st in files]) if fresh else None\n"
+        '        self.stamps[given] = [stamp, digest, "\\n".join(entries)]\n',
         "tests/test_starter.py::test_a_tree_restarts_on_an_added_a_removed_and_an_edited_file_not_on_a_touch",
     ),
 ]
