@@ -109,6 +109,7 @@ _RACY_NS = 2 * 10**9
 # Never walked for config_files: Python writes __pycache__ as the app runs (a restart each run).
 _SKIPPED_DIRS = frozenset({"__pycache__", STATE_DIR})
 _GLOB_MAGIC = re.compile(r"[*?[]")
+_INFINITE = (float("inf"), float("-inf"))
 _TOKEN_RE = re.compile(r"[0-9a-f]{16}:[0-9a-f]{16}\Z")  # a marker: its prefix (project and name), start id
 _MARKER_BYTES = MARKER_ENV.encode() + b"="
 _PROC_FS = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
@@ -945,9 +946,12 @@ def _idle_timeout(where: str, s: ProcessStarter, process: XProcess) -> float | N
     if not any("idle_timeout" in vars(k) for k in (s, *type(s).__mro__) if k is not ProcessStarter):
         return _ini_idle_timeout(process.config)
     value = s.idle_timeout
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+    if value is None:
+        return None
+    idle = _seconds(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    if not 0 < idle < float("inf"):  # (NaN is neither)
         raise ValueError(f"{where}: idle_timeout must be None or a positive number of seconds, got {value!r}")
-    return None if value is None else _seconds(value)
+    return idle
 
 
 def _ini_idle_timeout(config: Any) -> float | None:
@@ -1238,17 +1242,29 @@ def _undo_on_error(created: list[Path]) -> Iterator[None]:
 
 
 def _open_lock(path: Path) -> int:
-    """Open (creating) a start lock of this user's, read-only: enough for flock; a link is replaced."""
+    """Open (creating) a lock of this user's, read-only: enough for flock. A link is replaced, and
+    so is a file linked elsewhere too (a copy made with ``cp -al`` would share the project's locks)."""
     try:
-        try:
-            return _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                os.unlink(path)
-                return _open_checked(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, owned=True)
-            if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-                return _open_checked(path, owned=True)
-            raise
+        for _ in range(3):
+            try:
+                fd = _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    os.unlink(path)
+                    continue
+                if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                    return _open_checked(path, owned=True)
+                raise
+            st = os.fstat(fd)
+            with contextlib.suppress(OSError):
+                now = os.lstat(path)
+                if st.st_nlink == 1 and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    return fd
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                if st.st_nlink > 1:
+                    os.unlink(path)  # (another session may have replaced it first: this one opens that)
+        return _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)
     except OSError as exc:
         raise XProcessError(
             f"xprocess cannot open its lock {path}: {exc.strerror or exc} (make {path.parent} writable)"
@@ -1858,7 +1874,11 @@ def _read_state(path: Path) -> _State | None:
         ):
             problem = "does not hold a recorded process"
         else:
-            extra = {k: v for k, v in state.items() if isinstance(v, _STATE_EXTRAS.get(k, ())) and type(v) is not bool}
+            extra = {
+                k: v
+                for k, v in state.items()
+                if isinstance(v, _STATE_EXTRAS.get(k, ())) and type(v) is not bool and v == v and v not in _INFINITE
+            }  # (JSON has no NaN or Infinity, but Python's parser reads them)
             return _State(
                 pid=state["pid"], start=state["start"], token=state["token"], log=tuple(state["log"]),
                 fingerprint=state["fingerprint"], ready=bool(state.get("ready")), spawned_at=extra.pop("started", None),
@@ -3101,9 +3121,10 @@ class _Session:
         self._children: list[subprocess.Popen[bytes]] = []
         self._wakeups: _Wakeups | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None  # stop mode: see arm()
+        self._told: set[str] = set()  # the names told to the watchdog
+        self._keepers: list[subprocess.Popen[bytes]] = []  # idle keepers started: each ends at once (its fork runs)
         self._handlers: dict[int, Any] = {}  # the SIGTERM and SIGHUP handlers replaced by catch_signals()
         self._idle: dict[str, Path] = {}  # name -> state path, of those with an idle_timeout
-        self._keeper: subprocess.Popen[bytes] | None = None  # the idle keeper this process started
 
     @property
     def path(self) -> Path:
@@ -3131,8 +3152,13 @@ class _Session:
                 self._join()
         record = {"name": info.name, "kind": kind, "why": why, "seconds": round(seconds, 3)}
         record["terminate_on_interrupt"] = spec.terminate_on_interrupt
-        if spec.terminate_on_interrupt and not self.worker:  # stopped after SIGTERM and SIGHUP too
-            self.catch_signals()
+        if spec.terminate_on_interrupt:  # stopped after SIGTERM and SIGHUP too (by the xdist worker
+            self.catch_signals()  # using it: its controller does not know it is used)
+        if self._watchdog is not None and info.name not in self._told:
+            self._told.add(info.name)
+            with contextlib.suppress(OSError):  # (it was killed)
+                self._watchdog.stdin.write(json.dumps(info.name).encode() + b"\n")  # type: ignore[union-attr]
+                self._watchdog.stdin.flush()  # type: ignore[union-attr]
         if stop >= _SLOW_STOP:
             record["stop"] = round(stop, 1)
         if prepared >= _SLOW_STOP:
@@ -3214,8 +3240,9 @@ class _Session:
         for record in self._read():
             if isinstance(record, dict) and record.get("kind") == _MEMBER and type(record.get("pid")) is int:
                 proc = _OS.proc(record["pid"]) if record["pid"] > 1 else None
-                if proc is not None and proc.start == record.get("start") and not proc.zombie:
-                    pids.append(proc.pid)
+                alive = proc is not None and proc.start == record.get("start") and not proc.zombie
+                if alive and _OS.cmdline(record["pid"]).endswith(_XDIST_WORKER):  # (anything else is no member)
+                    pids.append(record["pid"])
         return pids
 
     def arm(self) -> None:
@@ -3240,11 +3267,10 @@ class _Session:
             return
         with contextlib.suppress(OSError):  # it was killed: BrokenPipeError
             if done:
-                dog.stdin.write(b".")  # type: ignore[union-attr]
+                dog.stdin.write(b".\n")  # type: ignore[union-attr]
             dog.stdin.close()  # type: ignore[union-attr]
-        if done:  # a bare interpreter reading its pipe: it ends at once
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                dog.wait(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # it ends at once (its fork does the work)
+            dog.wait(5)
         if dog.returncode is None:
             dog.returncode = 0  # it outlives this process: no "still running" warning
 
@@ -3292,8 +3318,9 @@ class _Session:
         ``idle`` timeout, by the project's idle keeper."""
         if idle is not None:
             self._idle[info.name] = info.statepath
-            if self._keeper is None or self._keeper.poll() is not None:
-                self._keeper = _arm_idle_keeper(self.statedir)
+            keeper = _arm_idle_keeper(self.statedir)
+            if keeper is not None:
+                self._keepers.append(keeper)
         if self.crash_watch is None:
             self.crash_watch = _CrashWatch()
         if self.crash_watch.pid(info.name) != ensured[0]:
@@ -3401,14 +3428,16 @@ class _Session:
                 # that it "is still running"
                 popen.returncode = 0
         self._children.clear()
+        for keeper in self._keepers:  # reaped: a pytest that lives on (pytester's runs) collects no zombies
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                keeper.wait(1)
+        self._keepers.clear()
         if self._wakeups is not None:
             self._wakeups.close()
             self._wakeups = None
         if self.crash_watch is not None:
             self.crash_watch.close()
             self.crash_watch = None
-        if self._keeper is not None and self._keeper.poll() is None:
-            self._keeper.returncode = 0  # it outlives this process: no "still running" warning
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -3417,35 +3446,47 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 # The watchdog of a session in stop mode: an interpreter of its own, in a session of its own,
-# blocked on a pipe that only pytest writes to. However pytest ends (SIGKILL, os._exit(), a crash),
-# the kernel closes the pipe; a session that stopped its processes itself writes one byte first.
-# Until then it is a bare interpreter (about 11 MB): this module is imported only after a death.
+# reading a pipe that only pytest writes to: the names the session uses as it first uses them (a
+# JSON string a line), and a last line "." once the session stopped them itself. However pytest
+# ends (SIGKILL, os._exit(), a crash) the kernel closes the pipe. Until then it is a bare
+# interpreter (about 11 MB): this module is imported only after a death, in a fork (the process
+# pytest started ends at once: a pytest that lives on, as pytester's in-process runs, reaps it).
 _WATCHDOG = """
 import os, sys
-if not os.read(0, 1):
+told = b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    told += chunk
+if not told.endswith(b".\\n") and not os.fork():
     sys.path.insert(0, sys.argv[1])
     import xprocess
-    xprocess._after_death(sys.argv[2], sys.argv[3])
+    xprocess._after_death(sys.argv[2], sys.argv[3], told)
 """
 
 
-def _after_death(statedir: str, session_id: str) -> None:
+def _after_death(statedir: str, session_id: str, told: bytes = b"") -> None:
     """The watchdog's work once its session died without stopping what it used: stop it as that
     session's end would have (what another session holds is spared). Its xdist workers may run
     for seconds more: their leases are overridden, and once they are gone (one may have started a
     process again), what the session used is stopped once more."""
     session = _Session(Path(statedir))
     session.id = session_id
+    names = set()  # the session file may be gone (rm -rf .xprocess): the pipe told them too
+    for line in told.splitlines():
+        with contextlib.suppress(ValueError):
+            names.add(json.loads(line))
     deadline = _Deadline(_MEMBERS_WAIT)
     while True:
         members = session.members()
         targets = {}
-        for name in session.uses():
-            with contextlib.suppress(ValueError):  # no name of ours: nothing to stop
+        for name in sorted({*session.uses(), *names}, key=str):
+            with contextlib.suppress(ValueError, TypeError):  # no name of ours: nothing to stop
                 targets[name] = _Recorded.read(XProcessInfo(session.statedir, name))
         if targets:
             _stop(targets, _AFTER_DEATH, members=members)
-        if not members:
+        if not members or deadline.expired():
             break
         delay = 0.01
         while session.members() and not deadline.expired():
@@ -3457,11 +3498,14 @@ def _after_death(statedir: str, session_id: str) -> None:
 # The idle keeper, one per project while a process with an idle_timeout runs: it looks at them at
 # most _IDLE_LOOK apart, stops each that no session held for its idle_timeout (as a session's end
 # stops: never one in use), and ends when none is left.
+# It is handed its lock, taken by the session that starts it (no second keeper starts while the
+# first imports this module), and runs in a fork (the process pytest started ends at once).
 _IDLE_KEEPER = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import xprocess
-xprocess._keep_idle(sys.argv[2])
+import os, sys
+if not os.fork():
+    sys.path.insert(0, sys.argv[1])
+    import xprocess
+    xprocess._keep_idle(sys.argv[2], int(sys.argv[3]))
 """
 
 
@@ -3472,13 +3516,14 @@ def _arm_idle_keeper(statedir: Path) -> subprocess.Popen[bytes] | None:
         try:
             if not _flock(fd):
                 return None
+            where = os.path.dirname(os.path.abspath(__file__))
+            return subprocess.Popen(
+                [sys.executable, "-c", _IDLE_KEEPER, where, os.fspath(statedir), str(fd)], pass_fds=(fd,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                start_new_session=True,
+            )  # fmt: skip
         finally:
-            os.close(fd)
-        return subprocess.Popen(
-            [sys.executable, "-c", _IDLE_KEEPER, os.path.dirname(os.path.abspath(__file__)), os.fspath(statedir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-            start_new_session=True,
-        )  # fmt: skip
+            os.close(fd)  # the keeper holds the lock now
     except (XProcessError, OSError, ValueError, subprocess.SubprocessError) as exc:
         _warn(f"xprocess cannot start its idle keeper ({exc}): idle_timeout stops nothing until it can")
     return None
@@ -3486,21 +3531,22 @@ def _arm_idle_keeper(statedir: Path) -> subprocess.Popen[bytes] | None:
 
 # Its lock is let go before it ends: a session that found it held until then started no other
 # keeper, and its process is seen by the look that follows.
-def _keep_idle(statedir: str) -> None:
-    """The idle keeper's loop."""
+def _keep_idle(statedir: str, fd: int) -> None:
+    """The idle keeper's loop, holding its lock ``fd``."""
     root: Path = Path(statedir)
     held: dict[str, float] = {}
     while True:
-        fd = _open_lock(root / _IDLE_LOCK)
         try:
-            if not _flock(fd):
-                return  # another keeper runs
             while (wait := _idle_look(root, held)) is not None:
                 time.sleep(wait)
         finally:
             os.close(fd)
         if _idle_look(root, held) is None:
             return
+        fd = _open_lock(root / _IDLE_LOCK)
+        if not _flock(fd):
+            os.close(fd)
+            return  # another keeper runs
 
 
 def _idle_left(state: _State, now: float) -> float:
@@ -3518,27 +3564,35 @@ def _idle_look(root: Path, held: dict[str, float]) -> float | None:
     wait = None
     for name in names:
         try:
-            info = XProcessInfo(root, name)
-        except ValueError:
+            after = _idle_one(XProcessInfo(root, name), held)
+        except ValueError:  # no name of ours
             continue
-        recorded = _Recorded.read(info)
-        state, now = recorded.state, time.time()
-        if not recorded.running or state is None or state.idle is None:
-            held.pop(name, None)
-            continue
-        every = min(_IDLE_LOOK, max(state.idle / 4, 0.05))
-        if _OS.lock_holders(state.log):
-            held[name] = now
-        elif name in held and (state.released or 0.0) < held.pop(name):  # its holder was killed: no "released"
-            with contextlib.suppress(XProcessError):
-                _write_state(info.statepath, state, {"released": now})
-            state.released = now
-        left = _idle_left(state, now)
-        if name not in held and left <= 0 and _stop({name: recorded}, _WHEN_IDLE)[name][0] in (0, 1):
-            continue  # stopped (or gone)
-        after = every if name in held or left <= 0 else min(left, every)
-        wait = after if wait is None else min(wait, after)
+        except Exception:  # (descriptors run out, say): looked at again later, as the others are
+            after = _IDLE_LOOK
+        if after is not None:
+            wait = after if wait is None else min(wait, after)
     return wait
+
+
+def _idle_one(info: XProcessInfo, held: dict[str, float]) -> float | None:
+    """:func:`_idle_look` of one name: stop it if idle long enough; the seconds until it is looked at
+    again, None if it is not to be (not running, stopped, no idle_timeout)."""
+    recorded = _Recorded.read(info)
+    state, now = recorded.state, time.time()
+    if not recorded.running or state is None or state.idle is None:
+        held.pop(info.name, None)
+        return None
+    every = min(_IDLE_LOOK, max(state.idle / 4, 0.05))
+    if _OS.lock_holders(state.log):
+        held[info.name] = now
+    elif info.name in held and (state.released or 0.0) < held.pop(info.name):  # a killed holder noted no end
+        with contextlib.suppress(XProcessError):
+            _write_state(info.statepath, state, {"released": now})
+        state.released = now
+    left = _idle_left(state, now)
+    if info.name not in held and left <= 0 and _stop({info.name: recorded}, _WHEN_IDLE)[info.name][0] in (0, 1):
+        return None  # stopped (or gone)
+    return every if info.name in held or left <= 0 else min(left, every)
 
 
 def _idle_stop_in(recorded: _Recorded) -> float | None:

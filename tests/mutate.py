@@ -26,6 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 # (what the mutation does, text replaced, replacement, the test that must catch it)
 MUTATIONS = [
     (
+        "issue 29: a lock file linked into a copy of the project (cp -al) stays shared with it",
+        "                if st.st_nlink == 1 and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):\n",
+        "                if True:\n",
+        "tests/test_unattended.py::test_a_hard_link_copy_of_a_project_gets_an_idle_keeper_of_its_own",
+    ),
+    (
+        "issue 29: the watchdog is not told the names through its pipe",
+        "        if self._watchdog is not None and info.name not in self._told:\n",
+        "        if False:\n",
+        "tests/test_unattended.py::test_a_session_that_removed_its_state_directory_and_was_killed_still_has_its_server_stopped",
+    ),
+    (
+        "issue 29: any pytest a member record names counts as a member of the killed session",
+        "                if alive and _OS.cmdline(record[\"pid\"]).endswith(_XDIST_WORKER):  # (anything else is no member)\n",
+        "                if alive:\n",
+        "tests/test_unattended.py::test_a_member_record_naming_another_session_overrides_nothing",
+    ),
+    (
         "issue 29: the watchdog of --xstop is never armed",
         "        xp._session.arm()  # before any ensure()",
         "        pass  # before any ensure()",
@@ -45,20 +63,20 @@ MUTATIONS = [
     ),
     (
         "issue 29: the watchdog stops only once, while the workers of its session may start it again",
-        "        if not members:\n            break\n",
+        "        if not members or deadline.expired():\n            break\n",
         "        break\n",
         "tests/test_unattended.py::test_the_watchdog_stops_again_what_a_worker_of_the_killed_session_started_since",
     ),
     (
         "issue 29: the idle keeper is never started",
-        "            if self._keeper is None or self._keeper.poll() is not None:\n",
-        "            if False:\n",
+        "            keeper = _arm_idle_keeper(self.statedir)\n",
+        "            keeper = None\n",
         "tests/test_unattended.py::test_a_process_no_session_holds_stops_after_its_idle_timeout",
     ),
     (
         "issue 29: a holder the idle keeper saw end does not restart the idle time",
-        "            state.released = now\n",
-        "            pass\n",
+        "        state.released = now\n",
+        "        pass\n",
         "tests/test_unattended.py::test_a_holder_killed_starts_the_idle_time_when_the_keeper_sees_it_gone",
     ),
     (
@@ -411,8 +429,8 @@ MUTATIONS = [
     # issue 25: the decisions the redesign merged into one place
     (
         "merge: a start lock of another account is used",
-        "            return _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)",
-        "            return _open_checked(path, os.O_RDONLY | os.O_CREAT)",
+        "                fd = _open_checked(path, os.O_RDONLY | os.O_CREAT, owned=True)",
+        "                fd = _open_checked(path, os.O_RDONLY | os.O_CREAT)",
         "tests/test_files.py::test_a_lock_file_of_another_account_is_refused",
     ),
     (

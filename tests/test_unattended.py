@@ -111,14 +111,14 @@ def sessions_left(path: Path) -> list[str]:
 def test_however_pytest_is_signalled_in_stop_mode_its_server_is_stopped(pytester_xp, sig, group):
     path = project(pytester_xp)
     run, pid = start(path, "--xstop")
-    (dog,) = watchdogs(path)
+    assert len(watchdogs(path)) == 1
     if group:  # as a CI runner does: the watchdog is in a session of its own
         os.killpg(run.pid, sig)
     else:
         run.send_signal(sig)
     out = run.communicate(timeout=60)[0]
     assert wait_for(lambda: not alive(pid), GONE_WITHIN), out
-    assert wait_for(lambda: not alive(dog.pid), GONE_WITHIN), "the watchdog kept running"
+    assert wait_for(lambda: not watchdogs(path), GONE_WITHIN), "the watchdog kept running"
     assert sessions_left(path) == []
     if sig == signal.SIGKILL:
         assert run.returncode == -signal.SIGKILL
@@ -187,10 +187,10 @@ def test_a_server_another_session_holds_outlives_a_killed_stop_mode_session(pyte
     try:
         killed, reused = start(path, "--xstop", "-n", "2")
         assert reused == pid
-        (dog,) = watchdogs(path)
+        assert len(watchdogs(path)) == 1
         killed.send_signal(signal.SIGKILL)
         killed.communicate(timeout=60)
-        assert wait_for(lambda: not alive(dog.pid), GONE_WITHIN)  # its work is done
+        assert wait_for(lambda: not watchdogs(path), GONE_WITHIN)  # its work is done
         assert alive(pid)
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
@@ -222,6 +222,17 @@ def test_terminate_on_interrupt_processes_are_stopped_after_sigterm_and_sighup(p
         assert run.returncode == pytest.ExitCode.INTERRUPTED, out
         assert not alive(pid), out  # stopped by pytest's own end: before it exited
         assert "srv: started in " in out and ", terminated at end" in out, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_under_xdist_terminate_on_interrupt_processes_are_stopped_after_a_signal_to_the_group(pytester_xp, sig):
+    """The worker using it is interrupted as by Ctrl-C (its controller does not know it is used)."""
+    path = project(pytester_xp, extra="terminate_on_interrupt = True")
+    run, pid = start(path, "-n", "2")
+    os.killpg(run.pid, sig)
+    run.communicate(timeout=60)
+    assert wait_for(lambda: not alive(pid), GONE_WITHIN)
+    assert XProcessInfo(path / ".xprocess", "srv").terminate() == 0
 
 
 def test_a_sigterm_handler_of_the_suite_is_left_alone_and_the_watchdog_still_stops(pytester_xp):
@@ -298,6 +309,80 @@ def test_the_watchdog_signals_no_process_a_forged_state_names(tmp_path):
         print(json.dumps(dict(stranger=stranger.poll() is None, server=not gone(server))))
     """)
     assert in_pid_namespace(path, script) == {"stranger": True, "server": False}
+
+
+def test_a_session_that_removed_its_state_directory_and_was_killed_still_has_its_server_stopped(pytester_xp):
+    """``rm -rf .xprocess`` (``git clean -xdf``) took the session file: the watchdog was told the
+    names through its pipe too, and finds the server by its removed log."""
+    path = project(pytester_xp)
+    pytester_xp.makepyfile(
+        test_a="""
+        import os, pathlib, shutil, signal
+        def test_a(srv):
+            pathlib.Path("pid").write_text(str(srv[0]))
+            shutil.rmtree(".xprocess")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    run, pid = start(path, "--xstop")
+    run.communicate(timeout=60)
+    assert wait_for(lambda: not alive(pid), GONE_WITHIN)
+    assert wait_for(lambda: not watchdogs(path), GONE_WITHIN)
+
+
+def test_a_member_record_naming_another_session_overrides_nothing(pytester_xp):
+    """Only xdist workers of the killed session are its members: a record naming another pytest
+    (forged, or a stale pid) does not make the watchdog stop what that pytest holds, nor keep it
+    waiting."""
+    path = project(pytester_xp)
+    holder, pid = start(path)
+    try:
+        pytester_xp.makepyfile(
+            test_a=f"""
+            import json, os, pathlib, signal
+            import xprocess as plugin
+            def test_a(srv, xprocess):
+                pathlib.Path("pid").write_text(str(srv[0]))
+                forged = {{"kind": "member", "pid": {holder.pid}, "start": plugin._OS.proc({holder.pid}).start}}
+                with open(xprocess._session.path, "a") as f:
+                    f.write(json.dumps(forged) + "\\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+        killed, _ = start(path, "--xstop")
+        killed.communicate(timeout=60)
+        assert killed.returncode == -signal.SIGKILL  # it forged the record, then died
+        assert wait_for(lambda: not watchdogs(path), GONE_WITHIN)
+        assert alive(pid)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.communicate(timeout=60)
+
+
+def test_a_hard_link_copy_of_a_project_gets_an_idle_keeper_of_its_own(tmp_path):
+    """``cp -al`` links the copy's locks to the original's: the copy's sessions replace them, so a
+    keeper of the original does not pass for the copy's."""
+    original = tmp_path / "a"
+    original.mkdir()
+    (original / "pytest.ini").write_text("[pytest]\n")
+    (original / "conftest.py").write_text(CONFTEST.format(extra="    idle_timeout = 1000"))
+    (original / "test_a.py").write_text(TEST)
+    run, kept = start(original, SLEEP="0")
+    run.communicate(timeout=60)
+    try:
+        assert len(keepers(original)) == 1
+        copy = tmp_path / "b"
+        subprocess.run(["cp", "-al", str(original), str(copy)], check=True)
+        (copy / "conftest.py").unlink()  # its own file, not a link to the original's
+        (copy / "conftest.py").write_text(CONFTEST.format(extra="    idle_timeout = 1"))
+        run, pid = start(copy, SLEEP="0")
+        out = run.communicate(timeout=60)[0]
+        assert pid != kept, out
+        assert wait_for(lambda: not alive(pid), 1 + xprocess._IDLE_LOOK + 5)
+        assert alive(kept)
+    finally:
+        assert XProcessInfo(original / ".xprocess", "srv").terminate() == 1
+    assert wait_for(lambda: not keepers(original) and not keepers(copy), xprocess._IDLE_LOOK + 5)
 
 
 # --- idle shutdown ---
@@ -426,7 +511,7 @@ def test_a_bad_ini_idle_timeout_is_a_usage_error(pytester_xp, value):
     result.stderr.fnmatch_lines([f"*xprocess_idle_timeout = {value!r}: give a positive number of seconds, or none"])
 
 
-@pytest.mark.parametrize("value", ["'soon'", "0", "-5", "True"])
+@pytest.mark.parametrize("value", ["'soon'", "0", "-5", "True", "float('inf')", "float('nan')", "10**400"])
 def test_a_bad_idle_timeout_on_a_starter_is_named(xp, value):
     Starter = type(
         "Starter",
@@ -454,3 +539,21 @@ def test_the_state_records_the_idle_timeout_and_when_the_last_holder_ended(xp):
     assert json.loads((xp.statedir / "srv" / "state.jsonl").read_text().splitlines()[-1]) == {
         "released": state.released
     }
+
+
+def test_a_state_whose_idle_timeout_is_not_a_number_has_none(xp, pytester_xp):
+    """Python's JSON reads NaN and Infinity, which no state of the plugin's holds: ignored."""
+    Starter = type(
+        "Starter",
+        (xprocess.ProcessStarter,),
+        {"args": [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"],
+         "pattern": "ready", "idle_timeout": 600},
+    )  # fmt: skip
+    xp.ensure("srv", Starter)
+    statepath = xp.getinfo("srv").statepath
+    for value in ("NaN", "Infinity"):
+        with statepath.open("a") as f:
+            f.write(f'{{"idle": {value}, "released": {value}}}\n')
+        state = xprocess._read_state(statepath)
+        assert state.idle is None and state.released is None
+        assert xprocess._idle_stop_in(xprocess._Recorded.read(xp.getinfo("srv"))) is None
