@@ -319,6 +319,7 @@ def table(ours: dict, theirs: dict | None) -> str:
         "warm_reuse_checked": " (3)",
         "xkill": " (4)",
         "xkill_plain": " (5)",
+        "killed_session": " (7)",
         "warm_reuse_tree": " (6)",
     }
     rows = [("scenario", "pytest-xprocess 1.0.2", "xprocess (this)", "ratio", "target")]
@@ -353,6 +354,7 @@ def table(ours: dict, theirs: dict | None) -> str:
         out.append("(4) 2 of 20 ignore SIGTERM: a 20 s grace each in turn there, one 10 s grace here.")
         out.append("(5) pytest-xprocess waits for each process in turn, and for init to reap each (~2 s here).")
         out.append("(6) pytest-xprocess has no config_files: its reuse does not look at the tree. No ratio.")
+        out.append("(7) pytest-xprocess has no stop switch: nothing stops a killed session's server.")
     return "\n".join(out)
 
 
