@@ -251,36 +251,40 @@ def test_project(
     assert not any(XProcessInfo(statedir, name).isrunning() for name in names)
 
 
-def test_an_edit_of_the_nginx_recipes_template_restarts_nginx(pytester_xp: pytest.Pytester) -> None:
-    """Issue 28, 2: the recipe wrote its configuration inside ``args`` and declared no file, so an
-    edited template was not noticed and the old nginx was reused. It names the file it writes."""
-    need_server("nginx")
-    files = write_project(pytester_xp, "nginx")
+@pytest.mark.parametrize(
+    "section, program, name, edits, restarted",
+    [
+        # issue 28, 2: the recipe wrote its configuration inside ``args`` and declared no file, so
+        # an edited template was not noticed and the old nginx was reused; it names the file it writes
+        (
+            "nginx", "nginx", "nginx", ("conftest.py", "test_nginx.py", "hello from nginx", "hello again"),
+            "nginx: restarted in * s (its configuration changed (config file */nginx.conf))",
+        ),
+        # issue 30: the app's source is part of its configuration; the summary names the file
+        (
+            "An app restarted when its source changes", None, "app",
+            ("src/app.py", "test_app.py", "hello from", "hello again from"),
+            "app: restarted in * s (src/app.py changed)",
+        ),
+    ],
+    ids=["nginx", "app"],
+)  # fmt: skip
+def test_an_edit_of_what_a_recipe_declares_restarts_its_server(
+    pytester_xp: pytest.Pytester, section: str, program: str | None, name: str, edits: tuple[str, ...], restarted: str
+) -> None:
+    need_server(program)
+    files = write_project(pytester_xp, section)
     run(pytester_xp).assert_outcomes(passed=1)
-    pid = XProcessInfo(pytester_xp.path / ".xprocess", "nginx").pid
-    for name in ("conftest.py", "test_nginx.py"):
-        edited = files[name].replace("hello from nginx", "hello again")
-        assert edited != files[name]
-        (pytester_xp.path / name).write_text(edited, encoding="utf-8")
+    pid = XProcessInfo(pytester_xp.path / ".xprocess", name).pid
+    *paths, old, replacement = edits
+    for path in paths:
+        edited = files[path].replace(old, replacement)
+        assert edited != files[path]
+        (pytester_xp.path / path).write_text(edited, encoding="utf-8")
     again = run(pytester_xp)
     again.assert_outcomes(passed=1)  # the new configuration answers
-    again.stdout.fnmatch_lines(["nginx: restarted in * s (its configuration changed (config file */nginx.conf))"])
-    assert XProcessInfo(pytester_xp.path / ".xprocess", "nginx").pid != pid
-
-
-def test_an_edit_under_the_app_recipes_src_restarts_the_app(pytester_xp: pytest.Pytester) -> None:
-    """Issue 30: the app's source is part of its configuration; the summary names the file."""
-    files = write_project(pytester_xp, "An app restarted when its source changes")
-    run(pytester_xp).assert_outcomes(passed=1)
-    pid = XProcessInfo(pytester_xp.path / ".xprocess", "app").pid
-    for name in ("src/app.py", "test_app.py"):
-        edited = files[name].replace("hello from", "hello again from")
-        assert edited != files[name]
-        (pytester_xp.path / name).write_text(edited, encoding="utf-8")
-    again = run(pytester_xp)
-    again.assert_outcomes(passed=1)  # the new code answers
-    again.stdout.fnmatch_lines(["app: restarted in * s (src/app.py changed)"])
-    assert XProcessInfo(pytester_xp.path / ".xprocess", "app").pid != pid
+    again.stdout.fnmatch_lines([restarted])
+    assert XProcessInfo(pytester_xp.path / ".xprocess", name).pid != pid
 
 
 # --- what the README shows is what pytest prints ---

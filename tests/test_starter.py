@@ -873,20 +873,25 @@ def test_port_outside_a_start_is_a_free_port(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+# a conftest's http.server on its port (fixtures follow)
+HTTP_CONFTEST = textwrap.dedent("""
+    import sys, pytest
+    from xprocess import ProcessStarter
+
+    class Http(ProcessStarter):
+        @property
+        def args(self):
+            return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", self.port]
+
+        def startup_check(self):
+            return self.http_ok("/")
+""")
+
+
 def test_workers_agree_on_one_port(pytester_xp):
     pytester_xp.makeconftest(
-        textwrap.dedent("""
-        import sys, pytest
-        from xprocess import ProcessStarter
-
-        class Http(ProcessStarter):
-            @property
-            def args(self):
-                return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", self.port]
-
-            def startup_check(self):
-                return self.http_ok("/")
-
+        HTTP_CONFTEST
+        + textwrap.dedent("""
         @pytest.fixture
         def http(xprocess):
             return xprocess.ensure("http", Http)
@@ -1030,18 +1035,8 @@ def test_sixteen_names_started_together_under_xdist_get_sixteen_ports_kept_acros
     """Each worker starts names at the same moment (the name locks keep only one name's starts
     apart): every server must listen on a port of its own, the same one at the next cold start."""
     pytester_xp.makeconftest(
-        textwrap.dedent(f"""
-        import sys, pytest
-        from xprocess import ProcessStarter
-
-        class Http(ProcessStarter):
-            @property
-            def args(self):
-                return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", self.port]
-
-            def startup_check(self):
-                return self.http_ok("/")
-
+        HTTP_CONFTEST
+        + textwrap.dedent(f"""
         @pytest.fixture(params=range({SIXTEEN}))
         def http(request, xprocess):
             return xprocess.ensure(f"http{{request.param}}", Http)

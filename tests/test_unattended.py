@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import alive, wait_for
+from conftest import SLEEPER, alive, starter, wait_for
 from test_ownership import in_pid_namespace
 
 import xprocess
@@ -513,25 +513,14 @@ def test_a_bad_ini_idle_timeout_is_a_usage_error(pytester_xp, value):
 
 @pytest.mark.parametrize("value", ["'soon'", "0", "-5", "True", "float('inf')", "float('nan')", "10**400"])
 def test_a_bad_idle_timeout_on_a_starter_is_named(xp, value):
-    Starter = type(
-        "Starter",
-        (xprocess.ProcessStarter,),
-        {"args": [sys.executable, "-c", "print('ready')"], "pattern": "ready", "idle_timeout": eval(value)},
-    )
     with pytest.raises(ValueError, match=r"'srv': idle_timeout must be None or a positive number of seconds, got "):
-        xp.ensure("srv", Starter)
+        xp.ensure("srv", starter("print('ready')", idle_timeout=eval(value)))
     assert not (xp.statedir / "srv" / "state.jsonl").exists()
 
 
 def test_the_state_records_the_idle_timeout_and_when_the_last_holder_ended(xp):
     """What --xshow and the keeper read (a unit look at the record)."""
-    Starter = type(
-        "Starter",
-        (xprocess.ProcessStarter,),
-        {"args": [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"],
-         "pattern": "ready", "idle_timeout": 600},
-    )  # fmt: skip
-    xp.ensure("srv", Starter)
+    xp.ensure("srv", starter(SLEEPER, idle_timeout=600))
     xp._session.release()
     state = xprocess._read_state(xp.getinfo("srv").statepath)
     assert state.idle == 600 and state.released is not None
@@ -541,15 +530,9 @@ def test_the_state_records_the_idle_timeout_and_when_the_last_holder_ended(xp):
     }
 
 
-def test_a_state_whose_idle_timeout_is_not_a_number_has_none(xp, pytester_xp):
+def test_a_state_whose_idle_timeout_is_not_a_number_has_none(xp):
     """Python's JSON reads NaN and Infinity, which no state of the plugin's holds: ignored."""
-    Starter = type(
-        "Starter",
-        (xprocess.ProcessStarter,),
-        {"args": [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"],
-         "pattern": "ready", "idle_timeout": 600},
-    )  # fmt: skip
-    xp.ensure("srv", Starter)
+    xp.ensure("srv", starter(SLEEPER, idle_timeout=600))
     statepath = xp.getinfo("srv").statepath
     for value in ("NaN", "Infinity"):
         with statepath.open("a") as f:
