@@ -4,14 +4,17 @@ idle_timeout is stopped). Real signals, real pytest runs, real servers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -59,7 +62,24 @@ def test_a(srv):
 def project(pytester, extra: str = "") -> Path:
     pytester.makeconftest(CONFTEST.format(extra=textwrap.indent(textwrap.dedent(extra), "    ")))
     pytester.makepyfile(test_a=TEST)
+    # a conftest rewritten within the second, at the same size ("3600" for "7200"), is otherwise
+    # loaded from the bytecode of the one before
+    shutil.rmtree(pytester.path / "__pycache__", ignore_errors=True)
     return pytester.path
+
+
+_RUNS: list[subprocess.Popen[str]] = []  # the pytest runs a test started, killed if it failed first
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left() -> Iterator[None]:
+    yield
+    while _RUNS:
+        run = _RUNS.pop()
+        if run.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
 
 
 def start(path: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], int]:
@@ -75,6 +95,7 @@ def start(path: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], in
         env={**os.environ, **env},
         start_new_session=True,
     )
+    _RUNS.append(run)
     pid = path / "pid"
     if not wait_for(lambda: pid.exists() and pid.read_text(), 60):
         run.kill()
@@ -414,6 +435,11 @@ def xjson(path: Path) -> list[dict[str, object]]:
     return json.loads(result.stdout)["processes"]  # type: ignore[no-any-return]
 
 
+def ps() -> str:
+    """The process table, for a failure's message."""
+    return subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True).stdout
+
+
 def keepers(path: Path) -> list[psutil.Process]:
     statedir = str(path / ".xprocess")
     return [
@@ -426,6 +452,7 @@ def keepers(path: Path) -> list[psutil.Process]:
 def test_a_process_no_session_holds_stops_after_its_idle_timeout(pytester_xp):
     path = project(pytester_xp, extra="idle_timeout = 1")
     run, pid = start(path, SLEEP="2")  # held past its idle_timeout: kept meanwhile
+    assert wait_for(lambda: len(keepers(path)) == 1, 10), ps()
     (keeper,) = keepers(path)
     assert not wait_for(lambda: not alive(pid), 1.5)
     out = run.communicate(timeout=60)[0]
@@ -444,7 +471,7 @@ def test_a_holder_killed_starts_the_idle_time_when_the_keeper_sees_it_gone(pytes
     before, counts from when it sees it gone, not from the start (4 s before)."""
     path = project(pytester_xp, extra="idle_timeout = 3")
     run, pid = start(path)
-    assert len(keepers(path)) == 1
+    assert wait_for(lambda: len(keepers(path)) == 1, 10), ps()
     time.sleep(4)
     assert alive(pid)
     run.send_signal(signal.SIGKILL)
@@ -484,7 +511,8 @@ def test_a_changed_idle_timeout_alone_restarts_nothing_and_applies_from_then_on(
     again, reused = start(path, SLEEP="0")
     out = again.communicate(timeout=60)[0]
     assert reused == pid and "xprocess: reused srv" in out, out
-    assert any(line.startswith("idle: stops in 1h59m") for line in show_json(path)["idle"])
+    shown = show_json(path)
+    assert any(line.startswith("idle: stops in 1h59m") for line in shown["idle"]), shown["out"]
     project(pytester_xp, extra="idle_timeout = None")  # none: no countdown, and the keeper ends
     start(path, SLEEP="0")[0].communicate(timeout=60)
     assert show_json(path)["idle"] == []
