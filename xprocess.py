@@ -92,6 +92,7 @@ _ZOMBIE_WAIT = 0.2  # after terminating, how long to wait for zombies that are n
 _MEMBERS_WAIT = 30.0  # after a session died, how long its watchdog waits for its xdist workers to end
 _IDLE_LOOK = 5.0  # how long at most the idle keeper goes without looking at a process
 _IDLE_LOCK = ".idle-keeper.lock"  # held by the project's idle keeper while it runs
+_IDLE_LOG = ".idle-keeper.log"  # its stderr: its warnings and errors
 _PROBE_TIMEOUT = 1.0  # connect/read timeout of listening() and http_ok()
 _REUSE_CHECK_TIMEOUT = 5.0  # startup_check before a reuse: longer counts as failed
 _SLOW_STOP = 1.0  # a stop before a start, or a starter's own work (initdb), this long is named in the summary
@@ -3517,11 +3518,15 @@ def _arm_idle_keeper(statedir: Path) -> subprocess.Popen[bytes] | None:
             if not _flock(fd):
                 return None
             where = os.path.dirname(os.path.abspath(__file__))
-            return subprocess.Popen(
-                [sys.executable, "-c", _IDLE_KEEPER, where, os.fspath(statedir), str(fd)], pass_fds=(fd,),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                start_new_session=True,
-            )  # fmt: skip
+            err = _open_checked(statedir / _IDLE_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, owned=True)
+            try:  # what goes wrong in it is not lost
+                return subprocess.Popen(
+                    [sys.executable, "-c", _IDLE_KEEPER, where, os.fspath(statedir), str(fd)], pass_fds=(fd,),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd="/",
+                    start_new_session=True,
+                )  # fmt: skip
+            finally:
+                os.close(err)
         finally:
             os.close(fd)  # the keeper holds the lock now
     except (XProcessError, OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -3533,6 +3538,9 @@ def _arm_idle_keeper(statedir: Path) -> subprocess.Popen[bytes] | None:
 # keeper, and its process is seen by the look that follows.
 def _keep_idle(statedir: str, fd: int) -> None:
     """The idle keeper's loop, holding its lock ``fd``."""
+    with contextlib.suppress(OSError):  # its log (stderr) is of the last keepers only
+        if os.fstat(2).st_size > _MAX_LINE:
+            os.ftruncate(2, 0)
     root: Path = Path(statedir)
     held: dict[str, float] = {}
     while True:

@@ -391,7 +391,7 @@ def test_a_hard_link_copy_of_a_project_gets_an_idle_keeper_of_its_own(tmp_path):
     run, kept = start(original, SLEEP="0")
     run.communicate(timeout=60)
     try:
-        assert len(keepers(original)) == 1
+        assert wait_for(lambda: len(keepers(original)) == 1, 10), ps(original)
         copy = tmp_path / "b"
         subprocess.run(["cp", "-al", str(original), str(copy)], check=True)
         (copy / "conftest.py").unlink()  # its own file, not a link to the original's
@@ -435,9 +435,11 @@ def xjson(path: Path) -> list[dict[str, object]]:
     return json.loads(result.stdout)["processes"]  # type: ignore[no-any-return]
 
 
-def ps() -> str:
-    """The process table, for a failure's message."""
-    return subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True).stdout
+def ps(path: Path | None = None) -> str:
+    """The process table, and the idle keeper's log of the project in ``path``: a failure's message."""
+    table = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True).stdout
+    log = path / ".xprocess" / xprocess._IDLE_LOG if path is not None else None
+    return table + (f"\n{log}:\n{log.read_text()}" if log is not None and log.exists() else "")
 
 
 def keepers(path: Path) -> list[psutil.Process]:
@@ -452,14 +454,13 @@ def keepers(path: Path) -> list[psutil.Process]:
 def test_a_process_no_session_holds_stops_after_its_idle_timeout(pytester_xp):
     path = project(pytester_xp, extra="idle_timeout = 1")
     run, pid = start(path, SLEEP="2")  # held past its idle_timeout: kept meanwhile
-    assert wait_for(lambda: len(keepers(path)) == 1, 10), ps()
-    (keeper,) = keepers(path)
+    assert wait_for(lambda: len(keepers(path)) == 1, 10), ps(path)
     assert not wait_for(lambda: not alive(pid), 1.5)
     out = run.communicate(timeout=60)[0]
     assert run.returncode == 0, out
     assert alive(pid)
-    assert wait_for(lambda: not alive(pid), 1 + xprocess._IDLE_LOOK + 5)
-    assert wait_for(lambda: not alive(keeper.pid), xprocess._IDLE_LOOK + 5)  # nothing left to keep
+    assert wait_for(lambda: not alive(pid), 1 + xprocess._IDLE_LOOK + 5), ps(path)
+    assert wait_for(lambda: not keepers(path), xprocess._IDLE_LOOK + 5), ps(path)  # nothing left to keep
     rerun = start(path, SLEEP="0")[0].communicate(timeout=60)[0]
     assert "srv: started in " in rerun, rerun  # stopped on purpose: not "restarted ... (it had stopped)"
     assert XProcessInfo(path / ".xprocess", "srv").terminate() == 1
@@ -471,13 +472,13 @@ def test_a_holder_killed_starts_the_idle_time_when_the_keeper_sees_it_gone(pytes
     before, counts from when it sees it gone, not from the start (4 s before)."""
     path = project(pytester_xp, extra="idle_timeout = 3")
     run, pid = start(path)
-    assert wait_for(lambda: len(keepers(path)) == 1, 10), ps()
+    assert wait_for(lambda: len(keepers(path)) == 1, 10), ps(path)
     time.sleep(4)
     assert alive(pid)
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=60)
     assert not wait_for(lambda: not alive(pid), 1.5)
-    assert wait_for(lambda: not alive(pid), 3 + xprocess._IDLE_LOOK + 5)
+    assert wait_for(lambda: not alive(pid), 3 + xprocess._IDLE_LOOK + 5), ps(path)
 
 
 @sees_holders
